@@ -1,0 +1,3 @@
+from imgcls.cli import app
+
+app(prog_name="imgcls")

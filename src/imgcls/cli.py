@@ -1,0 +1,214 @@
+"""The `imgcls` command line.
+
+Every command is a thin layer over a module: it parses arguments, calls one
+function and prints the result. TensorFlow is imported inside the commands
+that need it, so `imgcls --help`, `imgcls config` and argument errors answer
+at once. A user error (`ImgclsError`) is printed as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from imgcls.errors import ImgclsError
+
+app = typer.Typer(
+    help="Train image classifiers on a folder of photos (data/<class>/*.jpg) from one YAML config.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+SET_HELP = "Override a config key, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)."
+RUNS_DIR_HELP = "Folder that holds the runs."
+
+
+def user_errors(command):
+    """Turn ImgclsError into one red line and exit code 2; Ctrl-C into exit code 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ImgclsError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def train(
+    config: Path = typer.Argument(..., help="Experiment config (YAML)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    name: Optional[str] = typer.Option(None, help="Run name (default: the config file's name)."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+):
+    """Train a model; writes runs/<name>-<time>/ and points runs/latest at it."""
+    from imgcls.config import load_config
+    from imgcls.data import list_images
+    from imgcls.runs import create_run
+
+    cfg = load_config(config, set_)
+    list_images(cfg.data.dir)  # a missing or empty data folder fails before a run folder is made
+    run = create_run(runs_dir, name or config.stem)
+    err.print(f"run folder: {run}")
+
+    from imgcls.training import train as train_run
+
+    metrics = train_run(cfg, run, log=err.print, command=shlex.join(["imgcls", *sys.argv[1:]]))
+    best = metrics["best"]
+    if metrics["best_epoch"] is not None:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
+        err.print(f"[bold]{metrics['status']}[/]: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
+                  f"({scores}); {metrics['train_images_per_s']} training images/s; {metrics['wall_time_s']:.0f} s")
+    err.print(f"run folder: {run}")
+    if metrics["status"] == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command()
+@user_errors
+def predict(
+    paths: List[Path] = typer.Argument(..., help="Images, or folders searched recursively."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: runs/latest)."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Show the K most likely labels."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+):
+    """Predict the class of images with a trained run."""
+    from imgcls.predict import collect_images, predict_files
+    from imgcls.runs import resolve_run
+
+    run_dir = resolve_run(run, runs_dir)
+    files = collect_images(paths)
+    predictions = predict_files(run_dir, files, top_k=top_k)
+    if as_json:
+        out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
+    else:
+        for p in predictions:
+            others = "  ".join(f"{t['label']} {t['confidence']:.3f}" for t in p.top_k[1:])
+            out.print(f"{p.path}\t{p.label}\t{p.confidence:.3f}" + (f"\t({others})" if others else ""),
+                      highlight=False, markup=False)
+    if csv_file:
+        _write_predictions_csv(csv_file, predictions)
+        err.print(f"wrote {csv_file}")
+
+
+def _write_predictions_csv(path: Path, predictions) -> None:
+    k = max(len(p.top_k) for p in predictions)
+    header = ["path", "label", "confidence"] + [f"{what}_{i}" for i in range(2, k + 1) for what in ("label", "confidence")]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for p in predictions:
+            writer.writerow([p.path, p.label, p.confidence] + [v for t in p.top_k[1:] for v in (t["label"], t["confidence"])])
+
+
+@app.command()
+@user_errors
+def plot(
+    run_dirs: List[Path] = typer.Argument(None, help="Run folders (default: runs/latest); several are overlaid."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: <first run>/history.png)."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+):
+    """Plot accuracy and loss curves of one or more runs."""
+    from imgcls.plots import plot_history
+    from imgcls.runs import HISTORY_PNG, read_history, resolve_run
+
+    resolved = [resolve_run(r, runs_dir) for r in (run_dirs or [None])]
+    for run in resolved:
+        read_history(run)  # a run without history fails here with its name
+    path = plot_history(resolved, out_file or resolved[0] / HISTORY_PNG)
+    out.print(str(path), highlight=False)
+
+
+@app.command()
+@user_errors
+def summary(
+    config: Path = typer.Argument(..., help="Experiment config (YAML)."),
+    num_classes: Optional[int] = typer.Option(None, min=1, help="Classes, when the data folder is not there."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print {model, total_params, trainable_params} as JSON."),
+):
+    """Show a config's model: layers and parameter counts, without loading images."""
+    from imgcls.config import load_config
+
+    cfg = load_config(config, set_)
+    n = num_classes or _count_class_folders(cfg.data.dir)
+    if n is None:
+        raise ImgclsError(f"data folder {cfg.data.dir} not found: pass --num-classes N to size the output layer")
+
+    from imgcls.models import build_model
+    from imgcls.runtime import setup_runtime
+
+    setup_runtime(cfg.runtime)
+    model = build_model(cfg, n)
+    total = int(model.count_params())
+    trainable = int(sum(int(w.numpy().size) for w in model.trainable_weights))
+    if as_json:
+        out.print_json(json.dumps({"model": cfg.model.name, "num_classes": n, "total_params": total, "trainable_params": trainable}))
+    else:
+        model.summary(print_fn=lambda line, **_: out.print(line, highlight=False, markup=False))
+        out.print(f"{cfg.model.name}: {n} classes, {total:,} parameters ({trainable:,} trainable)", highlight=False)
+
+
+def _count_class_folders(data_dir: Path) -> int | None:
+    if not Path(data_dir).is_dir():
+        return None
+    return sum(1 for p in Path(data_dir).iterdir() if p.is_dir() and not p.name.startswith(".")) or None
+
+
+@app.command("config")
+@user_errors
+def config_command(
+    config: Optional[Path] = typer.Argument(None, help="Config to validate and print fully resolved."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    defaults: bool = typer.Option(False, "--defaults", help="Print the commented reference config: every key, default and meaning."),
+):
+    """Validate a config and print it resolved, or print the reference config."""
+    import yaml
+
+    from imgcls.config import load_config, render_defaults
+
+    if defaults or config is None:
+        out.print(render_defaults(), highlight=False, markup=False, end="")
+        return
+    resolved = load_config(config, set_).to_dict()
+    out.print(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), highlight=False, markup=False, end="")
+
+
+@app.command()
+def models():
+    """List the registered models and their options."""
+    from imgcls.models.registry import MODELS
+
+    for name in sorted(MODELS):
+        entry = MODELS[name]
+        out.print(f"[bold]{name}[/]: {entry.description}")
+        options = ", ".join(f"{k}={f.default!r}" for k, f in entry.options.model_fields.items())
+        out.print(f"    {options}", highlight=False, markup=False)
+
+
+def main() -> None:
+    app(prog_name="imgcls")
+
+
+if __name__ == "__main__":
+    main()

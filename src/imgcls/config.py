@@ -1,0 +1,450 @@
+"""The experiment config: one YAML file, validated here.
+
+This module is the schema *and* the reference documentation of the YAML:
+every key below has a type, a default and a one-line description, and
+`imgcls config --defaults` prints them as a commented YAML file.
+
+Only `data.dir` is required. Loading goes: read YAML (safe loader) ->
+apply `--set key=value` overrides -> validate with pydantic -> check the
+combinations that individual keys cannot (loss vs. label_mode, ...).
+Every problem becomes an `ImgclsError` that names the key path, e.g.
+"train.epoch: unknown key; did you mean train.epochs?".
+
+No TensorFlow is imported here: config errors must answer instantly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from imgcls.errors import ImgclsError
+
+
+class Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(Section):
+    dir: Path = Field(description="folder with one sub-folder of images per class (required)")
+    val_dir: Path | None = Field(None, description="separate validation folder; when set, validation_split is not used")
+    validation_split: float = Field(0.2, gt=0, lt=1, description="fraction of images held out for validation")
+    seed: int = Field(123, description="seed of the train/validation split: same seed, same split")
+    image_size: tuple[int, int] = Field((224, 224), description="[height, width] every image is resized to")
+    batch_size: int = Field(32, ge=1, description="images per training step")
+    label_mode: Literal["int", "categorical", "binary"] = Field(
+        "int", description="int (sparse labels) | categorical (one-hot) | binary (exactly 2 classes, one sigmoid output)"
+    )
+    color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="rgb (3 channels) | grayscale (1 channel)")
+    cache: bool = Field(True, description="keep decoded, resized images in memory as uint8 after the first epoch")
+    shuffle_buffer: int | None = Field(
+        None, ge=1, description="images in the shuffle buffer; null = the whole training set (a full reshuffle every epoch)"
+    )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square_from_int(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8:
+            raise ValueError("height and width must be at least 8 pixels")
+        return value
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelConfig(Section):
+    # The registered builder's own options sit beside `name` (e.g. `filters`);
+    # `load_config` validates them against that builder's schema.
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field("simple_cnn", description="a registered model; `imgcls models` lists them (num_classes comes from the data)")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# --------------------------------------------------------------------------- train
+
+
+class NoSchedule(Section):
+    name: Literal["none"] = "none"
+
+
+class ExponentialDecay(Section):
+    name: Literal["exponential_decay"]
+    decay_steps: int | None = Field(None, ge=1, description="decay every N optimizer steps (batches, not epochs)")
+    decay_epochs: float | None = Field(None, gt=0, description="or every N epochs; converted to steps with the real steps per epoch")
+    decay_rate: float = Field(0.96, gt=0, le=1, description="learning rate is multiplied by this every decay period")
+    staircase: bool = Field(False, description="decay in steps instead of smoothly")
+
+    @model_validator(mode="after")
+    def _one_period(self) -> ExponentialDecay:
+        if self.decay_steps is not None and self.decay_epochs is not None:
+            raise ValueError("give decay_steps or decay_epochs, not both")
+        if self.decay_steps is None and self.decay_epochs is None:
+            self.decay_epochs = 1.0
+        return self
+
+
+class CosineDecay(Section):
+    name: Literal["cosine_decay"]
+    warmup_epochs: float = Field(0, ge=0, description="linear warmup from 0 to learning_rate over this many epochs")
+    warmup_steps: int | None = Field(None, ge=0, description="or over this many steps (overrides warmup_epochs)")
+    decay_epochs: float | None = Field(None, gt=0, description="epochs of cosine decay after warmup; null = until the last epoch")
+    decay_steps: int | None = Field(None, ge=1, description="or decay over this many steps (overrides decay_epochs)")
+    alpha: float = Field(0.0, ge=0, le=1, description="final learning rate as a fraction of learning_rate")
+
+
+class PiecewiseConstant(Section):
+    name: Literal["piecewise_constant"]
+    boundary_epochs: list[float] | None = Field(None, description="epochs at which the rate changes")
+    boundaries: list[int] | None = Field(None, description="or steps at which the rate changes")
+    values: list[float] = Field(description="learning rates: one more than boundaries (replaces learning_rate)")
+
+    @model_validator(mode="after")
+    def _matching_lengths(self) -> PiecewiseConstant:
+        points = self.boundaries if self.boundaries is not None else self.boundary_epochs
+        if points is None or (self.boundaries is not None and self.boundary_epochs is not None):
+            raise ValueError("give boundaries (steps) or boundary_epochs, exactly one of them")
+        if len(self.values) != len(points) + 1:
+            raise ValueError(f"values needs {len(points) + 1} entries (one more than the {len(points)} boundaries)")
+        if list(points) != sorted(points):
+            raise ValueError("boundaries must increase")
+        return self
+
+
+Schedule = Annotated[Union[NoSchedule, ExponentialDecay, CosineDecay, PiecewiseConstant], Field(discriminator="name")]
+SCHEDULE_NAMES = ("none", "exponential_decay", "cosine_decay", "piecewise_constant")
+
+LOSS_FOR_LABEL_MODE = {
+    "int": "sparse_categorical_crossentropy",
+    "categorical": "categorical_crossentropy",
+    "binary": "binary_crossentropy",
+}
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1, description="passes over the training set")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="adam | adamw | sgd | rmsprop")
+    learning_rate: float = Field(1e-3, gt=0, description="learning rate, or the starting/peak rate of the schedule")
+    schedule: Schedule = Field(
+        default_factory=NoSchedule,
+        description="none | exponential_decay | cosine_decay | piecewise_constant, with its options (see below)",
+    )
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd and rmsprop only; null = optimizer default (sgd 0.9)")
+    nesterov: bool = Field(False, description="sgd only: Nesterov momentum")
+    weight_decay: float | None = Field(None, ge=0, description="decoupled weight decay; null = optimizer default (adamw 0.004)")
+    clipnorm: float | None = Field(None, gt=0, description="clip each gradient to this L2 norm; null = no clipping")
+    loss: Literal["auto", "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy"] = Field(
+        "auto", description="auto = the loss that matches data.label_mode; imgcls owns the output layer, so never from_logits"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="needs label_mode categorical or binary")
+    metrics: list[Literal["accuracy", "top5_accuracy", "auc", "precision", "recall"]] = Field(
+        ["accuracy"], description="accuracy | top5_accuracy | auc | precision | recall (loss is always tracked)"
+    )
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_from_name(cls, value: Any) -> Any:
+        if value is None:
+            return {"name": "none"}
+        return {"name": value} if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class CheckpointConfig(Section):
+    monitor: str = Field("val_accuracy", description="metric that decides which epoch is best; best.keras is always kept")
+    mode: Literal["auto", "min", "max"] = Field("auto", description="auto = max for accuracy-like metrics, min for losses")
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = Field(False, description="stop when the monitored metric stops improving")
+    monitor: str = Field("val_accuracy", description="metric to watch")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+    patience: int = Field(10, ge=1, description="epochs without improvement before stopping")
+    restore_best_weights: bool = Field(True, description="end with the best epoch's weights, not the last")
+
+
+class ReduceLROnPlateauConfig(Section):
+    enabled: bool = Field(False, description="lower the learning rate when the monitored metric plateaus (needs schedule: none)")
+    monitor: str = Field("val_loss", description="metric to watch")
+    factor: float = Field(0.1, gt=0, lt=1, description="multiply the learning rate by this")
+    patience: int = Field(5, ge=1, description="epochs without improvement before lowering")
+    min_lr: float = Field(0.0, ge=0, description="never go below this")
+
+
+class CallbacksConfig(Section):
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    reduce_lr_on_plateau: ReduceLROnPlateauConfig = Field(default_factory=ReduceLROnPlateauConfig)
+    tensorboard: bool = Field(False, description="write TensorBoard logs to <run>/tensorboard")
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "gpu"] | int = Field("auto", description="auto | cpu | gpu | a GPU index (0, 1, ...)")
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="float32 | mixed_float16 (GPU) | mixed_bfloat16; the output layer always stays float32"
+    )
+    jit_compile: bool = Field(False, description="compile the train step with XLA (helps on GPU, slows this kind of CPU)")
+    seed: int = Field(42, description="seeds Python, NumPy and TensorFlow (weights, shuffling)")
+    deterministic: bool = Field(False, description="TensorFlow op determinism: identical reruns, somewhat slower")
+
+
+# --------------------------------------------------------------------------- the whole config
+
+
+class Config(Section):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @property
+    def loss(self) -> str:
+        """The loss actually used: `train.loss`, or the one `data.label_mode` needs."""
+        return LOSS_FOR_LABEL_MODE[self.data.label_mode] if self.train.loss == "auto" else self.train.loss
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.data.color_mode == "rgb" else 1
+
+    def metric_names(self, validation: bool = True) -> list[str]:
+        """Names that can be monitored: loss, each metric, and their val_ forms."""
+        names = ["loss", *self.train.metrics]
+        return names + [f"val_{n}" for n in names] if validation else names
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _check_combinations(config: Config) -> list[str]:
+    """Problems no single key can see; each message says how to fix it."""
+    problems = []
+    data, train = config.data, config.train
+    needed = LOSS_FOR_LABEL_MODE[data.label_mode]
+    if train.loss not in ("auto", needed):
+        problems.append(
+            f"train.loss: {train.loss} does not match data.label_mode {data.label_mode}, which needs {needed}; "
+            f"set train.loss: auto (or {needed}), or change data.label_mode"
+        )
+    if train.label_smoothing and data.label_mode == "int":
+        problems.append(
+            "train.label_smoothing: needs one-hot labels; set data.label_mode: categorical (loss auto follows)"
+        )
+    one_hot_only = [m for m in train.metrics if m in ("auc", "precision", "recall")]
+    if one_hot_only and data.label_mode == "int":
+        problems.append(
+            f"train.metrics: {', '.join(one_hot_only)} need one-hot or binary labels; set data.label_mode: categorical or binary"
+        )
+    if train.optimizer not in ("sgd", "rmsprop") and train.momentum is not None:
+        problems.append(f"train.momentum: {train.optimizer} has no momentum; remove it or use optimizer sgd or rmsprop")
+    if train.optimizer != "sgd" and train.nesterov:
+        problems.append(f"train.nesterov: only sgd has Nesterov momentum (optimizer is {train.optimizer})")
+    if config.callbacks.reduce_lr_on_plateau.enabled and train.schedule.name != "none":
+        problems.append(
+            "callbacks.reduce_lr_on_plateau: cannot lower a scheduled learning rate; "
+            "set train.schedule: none or disable reduce_lr_on_plateau"
+        )
+    if data.val_dir is not None and "validation_split" in data.model_fields_set:
+        problems.append("data.validation_split: not used when data.val_dir is set; remove one of them")
+    monitors = {
+        "callbacks.checkpoint.monitor": config.callbacks.checkpoint.monitor,
+        "callbacks.early_stopping.monitor": config.callbacks.early_stopping.monitor,
+        "callbacks.reduce_lr_on_plateau.monitor": config.callbacks.reduce_lr_on_plateau.monitor,
+    }
+    known = config.metric_names()
+    for key, monitor in monitors.items():
+        if monitor not in known:
+            problems.append(f"{key}: unknown metric {monitor!r}{_suggest(monitor, known, '')}; known: {', '.join(known)}")
+    return problems
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file as a dict, read with the safe loader (no Python objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImgclsError(f"config file not found: {path} (give the path to a .yaml file, e.g. configs/digits.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ImgclsError(f"{path}{line}: malformed YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ImgclsError(f"{path}: expected a mapping of sections (data:, model:, train:, ...), got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.path=value` strings; values are parsed as YAML (3 -> int, [1, 2] -> list)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ImgclsError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ImgclsError(f"--set {item}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: dict | None = None) -> Config:
+    """Read, override and validate a config; raise ImgclsError listing every problem."""
+    raw = dict(raw) if raw is not None else read_yaml(Path(path))
+    raw = apply_overrides(raw, list(overrides))
+    source = f"{path}: " if path else ""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ImgclsError(source + "; ".join(_describe(err) for err in exc.errors())) from None
+    problems = _validate_model_options(config) + _check_combinations(config)
+    if problems:
+        raise ImgclsError(source + "; ".join(problems))
+    return config
+
+
+def _validate_model_options(config: Config) -> list[str]:
+    """Check `model.*` against the chosen builder's options and fill in its defaults."""
+    from imgcls.models.registry import MODELS
+
+    name = config.model.name
+    if name not in MODELS:
+        return [f"model.name: unknown model {name!r}{_suggest(name, list(MODELS), '')}; known: {', '.join(sorted(MODELS))}"]
+    try:
+        options = MODELS[name].options.model_validate(config.model.options)
+    except ValidationError as exc:
+        return [_describe(err, prefix=("model",), schema=MODELS[name].options) for err in exc.errors()]
+    config.model = ModelConfig(name=name, **options.model_dump(mode="json"))
+    return []
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _suggest(word: str, candidates: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config) -> str:
+    """One line for one pydantic error: key path, what is wrong, what is allowed."""
+    loc, owner = _clean_loc(prefix + tuple(error["loc"]), schema, len(prefix))
+    path = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in loc[:-1])
+        fields = list(owner.model_fields) if owner else []
+        return f"{path}: unknown key{_suggest(str(loc[-1]), fields, parent + '.' if parent else '')}" + (
+            f" (valid keys: {', '.join(fields)})" if fields else ""
+        )
+    if error["type"] == "missing":
+        return f"{path}: required key is missing" + (" (the folder of class sub-folders)" if path == "data.dir" else "")
+    if error["type"] == "union_tag_invalid":
+        return f"{path}: unknown schedule {error['input'].get('name')!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {message} (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else f"{path}: {message}"
+
+
+def _clean_loc(loc: tuple, schema: type[BaseModel], skip: int) -> tuple[tuple, type[BaseModel] | None]:
+    """Drop pydantic's union tags from an error location and find the section that owns the last key."""
+    clean, owner = list(loc[:skip]), schema
+    model: type[BaseModel] | None = schema
+    for part in loc[skip:]:
+        if isinstance(part, str) and part in SCHEDULE_NAMES and clean and clean[-1] == "schedule":
+            model = {"exponential_decay": ExponentialDecay, "cosine_decay": CosineDecay,
+                     "piecewise_constant": PiecewiseConstant, "none": NoSchedule}[part]
+            continue
+        clean.append(part)
+        owner = model
+        field = model.model_fields.get(part) if model and isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return tuple(clean), owner
+
+
+# --------------------------------------------------------------------------- the reference config
+
+
+def render_defaults() -> str:
+    """Every key with its default and description, as a commented YAML file."""
+    from imgcls.models.registry import MODELS
+
+    lines = ["# imgcls reference config: every key, its default and what it means.",
+             "# Only data.dir is required. Override any key with --set section.key=value."]
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                "callbacks": CallbacksConfig, "runtime": RuntimeConfig}
+    for section, cls in sections.items():
+        lines.append("")
+        lines.append(f"{section}:")
+        lines += _render_section(cls, indent=1)
+        if section == "model":
+            default = MODELS[ModelConfig.model_fields["name"].default]
+            lines.append(f"  # options of {default.name} (each model has its own; `imgcls models` lists them):")
+            lines += _render_section(default.options, indent=1)
+        if section == "train":
+            for variant in (ExponentialDecay, CosineDecay, PiecewiseConstant):
+                lines.append(f"  # schedule: {{name: {variant.model_fields['name'].annotation.__args__[0]}, ...}} options:")
+                lines += ["  #" + line[1:] for line in _render_section(variant, indent=1) if "name:" not in line]
+    return "\n".join(lines) + "\n"
+
+
+def _render_section(cls: type[BaseModel], indent: int) -> list[str]:
+    pad = "  " * indent
+    lines = []
+    for name, field in cls.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and field.default_factory:
+            lines.append(f"{pad}{name}:")
+            lines += _render_section(annotation, indent + 1)
+            continue
+        if field.is_required():
+            value = "<required>"
+        else:
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            value = yaml.safe_dump(_plain(default), default_flow_style=True).strip().removesuffix("...").strip()
+        comment = f"  # {field.description}" if field.description else ""
+        lines.append(f"{pad}{name}: {value}{comment}")
+    return lines
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,51 @@
+"""The model registry: `@register_model` builders, looked up by name.
+
+A builder is a small function `builder(inputs, options) -> features` that
+turns the (already rescaled) input tensor into a feature tensor with the
+Keras functional API. imgcls adds the input, the rescaling and the output
+layer itself (see `imgcls.models.build_model`), so no builder can get the
+output activation, its dtype or the loss pairing wrong.
+
+Each builder declares a pydantic `options` class: its keys are what the
+config's `model:` section accepts beside `name`. This module imports no
+TensorFlow, so config validation stays instant; builders import Keras
+inside their bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Options(BaseModel):
+    """Base class of a builder's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    builder: Callable
+    options: type[Options]
+    description: str
+
+
+MODELS: dict[str, RegisteredModel] = {}
+
+
+def register_model(options: type[Options], name: str | None = None):
+    """Decorator: make `builder` available as `model.name` in configs."""
+
+    def decorate(builder: Callable) -> Callable:
+        key = name or builder.__name__
+        if key in MODELS:
+            raise ValueError(f"model {key!r} is registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        MODELS[key] = RegisteredModel(key, builder, options, doc[0] if doc else "")
+        return builder
+
+    return decorate

@@ -104,8 +104,7 @@ def predict(
     else:
         for p in predictions:
             others = "  ".join(f"{t['label']} {t['confidence']:.3f}" for t in p.top_k[1:])
-            out.print(f"{p.path}\t{p.label}\t{p.confidence:.3f}" + (f"\t({others})" if others else ""),
-                      highlight=False, markup=False)
+            typer.echo(f"{p.path}\t{p.label}\t{p.confidence:.3f}" + (f"\t({others})" if others else ""))
     if csv_file:
         _write_predictions_csv(csv_file, predictions)
         err.print(f"wrote {csv_file}")

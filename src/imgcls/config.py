@@ -325,7 +325,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: dict | None = None) -> Config:
     """Read, override and validate a config; raise ImgclsError listing every problem."""
     raw = dict(raw) if raw is not None else read_yaml(Path(path))
+    raw.pop("imgcls", None)  # versions and resolved values a run's config.yaml records; not settings
     raw = apply_overrides(raw, list(overrides))
+    if raw.get("data") is None:
+        raw["data"] = {}  # so the message names the one required key, data.dir
     source = f"{path}: " if path else ""
     try:
         config = Config.model_validate(raw)

@@ -60,8 +60,9 @@ def train(config: Config, run: Path, log: Callable[[str], None] = print, command
     status = "finished"
     start = time.perf_counter()
     try:
+        # shuffle=False: the dataset already reshuffles single images every epoch.
         model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs,
-                  callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
+                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt:
         status = "interrupted"
         log("\ninterrupted: the current epoch was abandoned; every completed epoch is saved")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 # Importing the builder modules registers them.
+from imgcls.errors import ImgclsError
 from imgcls.models import cnn_bn, simple_cnn, vgg  # noqa: F401
 from imgcls.models.registry import MODELS, register_model
 
@@ -38,7 +39,13 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
 
     inputs = keras.Input(shape=(height, width, config.channels), name="image")
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
-    x = entry.builder(x, options)
+    try:
+        x = entry.builder(x, options)
+    except ValueError as exc:  # e.g. the image shrinks to nothing before the last conv
+        raise ImgclsError(
+            f"model {config.model.name} cannot be built for data.image_size {height}x{width}: "
+            f"{str(exc).splitlines()[0][:160]}; use larger images or fewer blocks"
+        ) from None
     binary = config.data.label_mode == "binary"
     logits = keras.layers.Dense(output_units(config.data.label_mode, num_classes), name="logits")(x)
     # float32 even under a mixed policy: softmax and the loss need the range.

@@ -1,0 +1,295 @@
+"""End to end: every command on tiny generated images, and every user error as one line with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+from conftest import make_image_folder, write_config
+
+from imgcls import runs
+
+RUN_FILES = ["config.yaml", "classes.json", "split.csv", "best.keras", "history.csv", "history.png", "metrics.json"]
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_writes_a_complete_run_folder_and_points_latest_at_it(trained_run):
+    for name in RUN_FILES:
+        assert (trained_run / name).is_file(), name
+    assert trained_run.name.startswith("tiny-")
+    assert json.loads((trained_run / "classes.json").read_text()) == ["blue", "green", "red"]
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs_run"] == 2
+    assert metrics["best_epoch"] in (1, 2) and 0 <= metrics["best"]["val_accuracy"] <= 1
+    assert metrics["train_images_per_s"] > 0 and metrics["wall_time_s"] > 0
+
+
+def test_history_has_one_row_per_epoch_with_the_learning_rate(trained_run):
+    rows = list(csv.DictReader(open(trained_run / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert column in rows[0]
+
+
+def test_resolved_config_records_versions_and_can_be_trained_again(trained_run):
+    from imgcls.config import load_config
+
+    resolved = runs.read_config(trained_run)
+    assert resolved["imgcls"]["tensorflow"] and resolved["imgcls"]["version"]
+    assert resolved["model"]["filters"] == [8, 16] and resolved["model"]["kernel_size"] == 3
+    assert load_config(trained_run / "config.yaml").model.name == "simple_cnn"
+
+
+def test_split_file_lists_every_image_once(trained_run, tiny_data):
+    rows = list(csv.DictReader(open(trained_run / "split.csv", encoding="utf-8")))
+    assert len(rows) == 36 and len({r["path"] for r in rows}) == 36
+    assert {r["subset"] for r in rows} == {"train", "val"}
+    assert all((tiny_data / r["path"]).is_file() for r in rows)
+
+
+def test_best_model_loads_with_keras_alone_and_outputs_probabilities(trained_run):
+    import numpy as np
+
+    model = keras.saving.load_model(trained_run / "best.keras")
+    probs = model.predict(np.full((2, 32, 32, 3), 128, dtype="float32"), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_overrides_and_categorical_labels_with_a_schedule(cli, tmp_path, tiny_config):
+    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=1",
+                 "--set", "data.label_mode=categorical", "--set", "train.schedule={name: exponential_decay, decay_epochs: 1}")
+    assert result.exit_code == 0, result.output
+    run = (tmp_path / "latest").resolve()
+    config = runs.read_config(run)
+    assert config["train"]["epochs"] == 1 and config["data"]["label_mode"] == "categorical"
+    assert config["imgcls"]["learning_rate_schedule"]["decay_steps"] == 4  # 27 images / batch 8
+    assert len(runs.read_history(run)) == 1
+
+
+def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
+    data = make_image_folder(tmp_path / "data", classes={"cat": (200, 50, 50), "dog": (50, 50, 200)}, per_class=8)
+    config = write_config(tmp_path / "binary.yaml", data, data={"label_mode": "binary"}, train={"epochs": 1})
+    assert cli("train", config, "--runs-dir", tmp_path / "runs").exit_code == 0
+    result = cli("predict", data / "cat", "--runs-dir", tmp_path / "runs", "--json", "--top-k", "2")
+    predictions = json.loads(result.stdout)
+    assert len(predictions) == 8
+    assert all(sum(t["confidence"] for t in p["top_k"]) == pytest.approx(1.0, abs=1e-5) for p in predictions)
+
+
+def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_path, tiny_config, monkeypatch):
+    from imgcls import training
+
+    real_build = training._build_callbacks
+
+    def with_interrupt(*args):
+        callbacks, early = real_build(*args)
+
+        class CtrlC(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    raise KeyboardInterrupt
+
+        return callbacks + [CtrlC()], early
+
+    monkeypatch.setattr(training, "_build_callbacks", with_interrupt)
+    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=4")
+    assert result.exit_code == 130
+    run = (tmp_path / "latest").resolve()
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    assert len(runs.read_history(run)) == 2
+    assert (run / "best.keras").is_file() and (run / "history.png").is_file()
+
+
+def test_early_stopping_records_the_status(cli, tmp_path, tiny_config):
+    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=6", "--set", "train.learning_rate=1e-9",
+                 "--set", "callbacks.early_stopping={enabled: true, patience: 1, monitor: val_loss, min_delta: 1.0}")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(((tmp_path / "latest").resolve() / "metrics.json").read_text())
+    assert metrics["status"] == "stopped_early" and metrics["epochs_run"] < 6
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_prints_one_line_per_image_with_label_and_confidence(cli, trained_run, tiny_data):
+    result = cli("predict", tiny_data / "red" / "000.png", tiny_data / "blue", "--run", trained_run)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 13
+    path, label, confidence = lines[0].split("\t")[:3]
+    assert path.endswith("000.png") and label in ("red", "green", "blue") and 0 < float(confidence) <= 1
+
+
+def test_predict_uses_runs_latest_by_default(cli, trained_run, tiny_data):
+    runs_dir = trained_run.parent
+    result = cli("predict", tiny_data / "red" / "001.png", "--runs-dir", runs_dir)
+    assert result.exit_code == 0 and "001.png" in result.stdout
+
+
+def test_predict_json_and_csv_with_top_k(cli, trained_run, tiny_data, tmp_path):
+    out = tmp_path / "predictions.csv"
+    result = cli("predict", tiny_data / "green", "--run", trained_run, "--json", "--top-k", "3", "--csv", out)
+    predictions = json.loads(result.stdout)
+    assert len(predictions) == 12
+    first = predictions[0]
+    assert set(first) == {"path", "label", "confidence", "top_k"}
+    assert [t["label"] for t in first["top_k"]][0] == first["label"] and len(first["top_k"]) == 3
+    assert sum(t["confidence"] for t in first["top_k"]) == pytest.approx(1.0, abs=1e-5)
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 12 and "label_3" in rows[0]
+
+
+def test_predict_matches_the_model_on_the_same_pixels(trained_run, tiny_data):
+    """predict and training share load_image: same pixels, same probabilities."""
+    import numpy as np
+
+    from imgcls.data import load_image
+    from imgcls.predict import predict_files
+
+    path = tiny_data / "red" / "003.png"
+    [prediction] = predict_files(trained_run, [path], top_k=3)
+    model = keras.saving.load_model(trained_run / "best.keras")
+    pixels = load_image(str(path), (32, 32), 3).numpy().astype("float32")[None]
+    probs = model.predict(pixels, verbose=0)[0]
+    classes = runs.read_classes(trained_run)
+    assert prediction.label == classes[int(np.argmax(probs))]
+    assert prediction.confidence == pytest.approx(float(probs.max()), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- plot, summary, config, models
+
+
+def test_plot_writes_a_png_into_the_run(cli, trained_run):
+    (trained_run / "history.png").unlink()
+    result = cli("plot", trained_run)
+    assert result.exit_code == 0
+    assert Path(result.stdout.strip()) == trained_run / "history.png"
+    assert (trained_run / "history.png").stat().st_size > 10_000
+
+
+def test_plot_overlays_several_runs(cli, trained_run, tmp_path):
+    out = tmp_path / "compare.png"
+    assert cli("plot", trained_run, trained_run, "--out", out).exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_counts_parameters_without_data(cli, tmp_path):
+    config = tmp_path / "celebs.yaml"
+    config.write_text("data: {dir: absent, image_size: [224, 224]}\nmodel: {name: celebs_cnn}\n")
+    result = cli("summary", config, "--num-classes", "17", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"model": "celebs_cnn", "num_classes": 17,
+                                         "total_params": 9_536_945, "trainable_params": 9_536_945}
+
+
+def test_summary_takes_classes_from_the_data_folder_and_prints_the_layers(cli, tiny_config):
+    result = cli("summary", tiny_config)
+    assert result.exit_code == 0
+    assert "3 classes" in result.stdout and "conv2d" in result.stdout.lower()
+
+
+def test_summary_without_data_or_num_classes_says_what_to_pass(cli, tmp_path):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "absent")
+    result = cli("summary", config)
+    assert result.exit_code == 2 and "--num-classes" in result.stderr
+
+
+def test_config_defaults_prints_the_reference(cli):
+    result = cli("config", "--defaults")
+    assert result.exit_code == 0 and "validation_split: 0.2" in result.stdout
+
+
+def test_config_validates_and_prints_the_resolved_config(cli, tiny_config):
+    result = cli("config", tiny_config, "--set", "train.epochs=7")
+    assert result.exit_code == 0 and "epochs: 7" in result.stdout
+
+
+def test_models_lists_the_registry(cli):
+    result = cli("models")
+    for name in ("simple_cnn", "celebs_cnn", "monkeypox_cnn", "vgg16", "cnn_bn"):
+        assert name in result.stdout
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def assert_user_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_error_missing_config_file(cli, tmp_path):
+    assert_user_error(cli("train", tmp_path / "missing.yaml"), "config file not found", "missing.yaml")
+
+
+def test_error_malformed_yaml(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {dir: [unclosed\n")
+    assert_user_error(cli("train", bad), "bad.yaml", "malformed YAML")
+
+
+def test_error_unknown_key_in_the_config(cli, tiny_config):
+    assert_user_error(cli("train", tiny_config, "--set", "train.epoch=3"), "did you mean train.epochs?")
+
+
+def test_error_missing_data_folder_makes_no_run(cli, tmp_path):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "absent")
+    assert_user_error(cli("train", config, "--runs-dir", tmp_path / "runs"), "data folder not found", "absent")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_error_data_folder_with_one_class(cli, tmp_path):
+    data = make_image_folder(tmp_path / "d", classes={"solo": (1, 2, 3)}, per_class=2)
+    assert_user_error(cli("train", write_config(tmp_path / "c.yaml", data)), "only one class folder (solo)")
+
+
+def test_error_class_without_images(cli, tmp_path):
+    data = make_image_folder(tmp_path / "d", per_class=2)
+    (data / "empty").mkdir()
+    assert_user_error(cli("train", write_config(tmp_path / "c.yaml", data)), "empty: no images in this class folder")
+
+
+def test_error_predict_with_no_runs_yet(cli, tmp_path, tiny_data):
+    assert_user_error(cli("predict", tiny_data / "red", "--runs-dir", tmp_path / "none"), "no runs yet", "imgcls train")
+
+
+def test_error_predict_on_a_file_that_is_not_an_image(cli, trained_run, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not really a jpeg")
+    assert_user_error(cli("predict", text, "--run", trained_run), "notes.txt: not an image file")
+    assert_user_error(cli("predict", fake, "--run", trained_run), "fake.jpg: not an image")
+    assert_user_error(cli("predict", tmp_path / "ghost.png", "--run", trained_run), "ghost.png: no such file")
+
+
+def test_error_plot_of_a_folder_that_is_not_a_run(cli, tmp_path):
+    assert_user_error(cli("plot", tmp_path), "is not an imgcls run folder")
+
+
+def test_error_run_name_cannot_escape_the_runs_folder(cli, tiny_config, tmp_path):
+    assert_user_error(cli("train", tiny_config, "--runs-dir", tmp_path, "--name", "../escape"), "run name")
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def test_help_and_config_commands_do_not_import_tensorflow():
+    code = ("import sys; from typer.testing import CliRunner; from imgcls.cli import app; r = CliRunner();"
+            "r.invoke(app, ['--help']); r.invoke(app, ['config', '--defaults']); r.invoke(app, ['models']);"
+            "print('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_python_dash_m_imgcls_works():
+    result = subprocess.run([sys.executable, "-m", "imgcls", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout

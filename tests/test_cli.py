@@ -252,6 +252,35 @@ def test_error_data_folder_with_one_class(cli, tmp_path):
     assert_user_error(cli("train", write_config(tmp_path / "c.yaml", data)), "only one class folder (solo)")
 
 
+def test_error_before_training_leaves_no_empty_run_behind(cli, tmp_path, tiny_config):
+    runs_dir = tmp_path / "runs"
+    result = cli("train", tiny_config, "--runs-dir", runs_dir, "--set", "data.label_mode=binary")
+    assert_user_error(result, "binary needs exactly 2 classes")
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_run_files_are_readable_by_others_like_best_keras(trained_run):
+    assert (trained_run / "metrics.json").stat().st_mode & 0o044 == (trained_run / "best.keras").stat().st_mode & 0o044
+
+
+def test_a_config_with_a_separate_validation_folder_round_trips(cli, tmp_path):
+    from imgcls.config import load_config
+
+    make_image_folder(tmp_path / "train", per_class=2)
+    make_image_folder(tmp_path / "val", per_class=1)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dir: {tmp_path / 'train'}, val_dir: {tmp_path / 'val'}}}\n")
+    printed = cli("config", config)
+    assert printed.exit_code == 0, printed.output
+    (tmp_path / "resolved.yaml").write_text(printed.stdout)
+    assert load_config(tmp_path / "resolved.yaml").data.validation_split is None
+
+
+def test_error_missing_validation_folder_names_its_key(cli, tmp_path, tiny_data):
+    config = write_config(tmp_path / "c.yaml", tiny_data, data={"val_dir": str(tmp_path / "nope"), "validation_split": None})
+    assert_user_error(cli("train", config), "set data.val_dir")
+
+
 def test_error_class_without_images(cli, tmp_path):
     data = make_image_folder(tmp_path / "d", per_class=2)
     (data / "empty").mkdir()

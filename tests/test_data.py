@@ -10,7 +10,7 @@ from conftest import make_image_folder
 from PIL import Image
 
 from imgcls.config import load_config
-from imgcls.data import list_images, load_datasets, load_image, make_dataset, split_stratified
+from imgcls.data import list_images, load_image, make_datasets, split_data, split_stratified
 from imgcls.errors import ImgclsError
 
 
@@ -72,8 +72,8 @@ def test_load_image_gives_uint8_of_the_requested_size_and_channels(tmp_path):
 ])
 def test_batches_have_raw_pixel_floats_and_labels_in_the_label_mode(tiny_data, label_mode, shape, dtype):
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 32, "batch_size": 4, "label_mode": label_mode}})
-    datasets = load_datasets(config)
-    images, labels = next(iter(datasets.train))
+    train, _ = make_datasets(split_data(config), config)
+    images, labels = next(iter(train))
     assert images.shape == (4, 32, 32, 3) and images.dtype.name == "float32"
     assert float(images.numpy().max()) > 1.0  # 0-255: rescaling happens inside the model
     assert labels.shape == shape and labels.dtype.name == dtype
@@ -81,20 +81,20 @@ def test_batches_have_raw_pixel_floats_and_labels_in_the_label_mode(tiny_data, l
 
 def test_training_images_are_reshuffled_every_epoch_validation_keeps_its_order(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "batch_size": 4}})
-    datasets = load_datasets(config)
+    train, val = make_datasets(split_data(config), config)
 
     def epoch_order(ds):
         return np.concatenate([np.asarray(x).reshape(len(x), -1).sum(axis=1) for x, _ in ds])
 
-    first, second = epoch_order(datasets.train), epoch_order(datasets.train)
+    first, second = epoch_order(train), epoch_order(train)
     assert sorted(first) == pytest.approx(sorted(second)) and list(first) != list(second)
-    assert list(epoch_order(datasets.val)) == list(epoch_order(datasets.val))
+    assert list(epoch_order(val)) == list(epoch_order(val))
 
 
 def test_binary_label_mode_needs_two_classes(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "label_mode": "binary"}})
     with pytest.raises(ImgclsError, match="binary needs exactly 2 classes"):
-        load_datasets(config)
+        split_data(config)
 
 
 def test_separate_validation_folder_must_have_the_same_classes(tmp_path):
@@ -102,4 +102,4 @@ def test_separate_validation_folder_must_have_the_same_classes(tmp_path):
     make_image_folder(tmp_path / "val", classes={"red": (1, 1, 1), "blue": (2, 2, 2)}, per_class=1)
     config = load_config(raw={"data": {"dir": str(tmp_path / "train"), "val_dir": str(tmp_path / "val")}})
     with pytest.raises(ImgclsError, match=r"missing class folders \['green'\]"):
-        load_datasets(config)
+        split_data(config)

@@ -61,17 +61,15 @@ def train(
 ):
     """Train a model; writes runs/<name>-<time>/ and points runs/latest at it."""
     from imgcls.config import load_config
-    from imgcls.data import list_images
-    from imgcls.runs import create_run
+    from imgcls.runs import check_run_name, create_run
 
     cfg = load_config(config, set_)
-    list_images(cfg.data.dir)  # a missing or empty data folder fails before a run folder is made
-    run = create_run(runs_dir, name or config.stem)
-    err.print(f"run folder: {run}")
+    run_name = check_run_name(name or config.stem)
 
     from imgcls.training import train as train_run
 
-    metrics = train_run(cfg, run, log=err.print, command=shlex.join(["imgcls", *sys.argv[1:]]))
+    run, metrics = train_run(cfg, lambda: create_run(runs_dir, run_name), log=err.print,
+                             command=shlex.join(["imgcls", *sys.argv[1:]]))
     best = metrics["best"]
     if metrics["best_epoch"] is not None:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))

@@ -36,7 +36,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     dir: Path = Field(description="folder with one sub-folder of images per class (required)")
     val_dir: Path | None = Field(None, description="separate validation folder; when set, validation_split is not used")
-    validation_split: float = Field(0.2, gt=0, lt=1, description="fraction of images held out for validation")
+    validation_split: float | None = Field(
+        0.2, gt=0, lt=1, description="fraction of images held out for validation (null when val_dir is set)"
+    )
     seed: int = Field(123, description="seed of the train/validation split: same seed, same split")
     image_size: tuple[int, int] = Field((224, 224), description="[height, width] every image is resized to")
     batch_size: int = Field(32, ge=1, description="images per training step")
@@ -48,6 +50,14 @@ class DataConfig(Section):
     shuffle_buffer: int | None = Field(
         None, ge=1, description="images in the shuffle buffer; null = the whole training set (a full reshuffle every epoch)"
     )
+
+    @model_validator(mode="after")
+    def _split_or_val_dir(self) -> DataConfig:
+        if self.val_dir is not None and "validation_split" not in self.model_fields_set:
+            self.validation_split = None  # the default split does not apply to a separate folder
+        if self.val_dir is None and self.validation_split is None:
+            raise ValueError("validation_split: give a fraction (e.g. 0.2), or set data.val_dir")
+        return self
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -265,8 +275,10 @@ def _check_combinations(config: Config) -> list[str]:
             "callbacks.reduce_lr_on_plateau: cannot lower a scheduled learning rate; "
             "set train.schedule: none or disable reduce_lr_on_plateau"
         )
-    if data.val_dir is not None and "validation_split" in data.model_fields_set:
-        problems.append("data.validation_split: not used when data.val_dir is set; remove one of them")
+    if data.val_dir is not None and data.validation_split is not None:
+        problems.append(
+            "data.validation_split: not used when data.val_dir is set; remove one of them (or --set data.validation_split=null)"
+        )
     monitors = {
         "callbacks.checkpoint.monitor": config.callbacks.checkpoint.monitor,
         "callbacks.early_stopping.monitor": config.callbacks.early_stopping.monitor,

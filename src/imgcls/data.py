@@ -47,12 +47,12 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def list_images(root: Path, class_names: list[str] | None = None) -> Listing:
+def list_images(root: Path, class_names: list[str] | None = None, key: str = "data.dir") -> Listing:
     """List `root/<class>/**/<image>`; `class_names` forces the classes (e.g. a validation folder)."""
     root = Path(root)
     if not root.is_dir():
         raise ImgclsError(
-            f"data folder not found: {root} (set data.dir to a folder with one sub-folder per class; "
+            f"data folder not found: {root} (set {key} to a folder with one sub-folder per class; "
             f"relative paths start from {Path.cwd()})"
         )
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -155,13 +155,13 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
 
 
 @dataclass
-class Datasets:
-    train: tf.data.Dataset
-    val: tf.data.Dataset
+class Split:
+    """Which file goes where: decided once, before TensorFlow is imported."""
+
     class_names: list[str]
     train_files: list[str]
-    val_files: list[str]
     train_labels: np.ndarray
+    val_files: list[str]
     val_labels: np.ndarray
 
     @property
@@ -169,8 +169,8 @@ class Datasets:
         return len(self.class_names)
 
 
-def load_datasets(config: Config) -> Datasets:
-    """List, split and wrap the data that `config.data` describes."""
+def split_data(config: Config) -> Split:
+    """List and split the data that `config.data` describes (no TensorFlow needed)."""
     data = config.data
     listing = list_images(data.dir)
     if data.label_mode == "binary" and len(listing.class_names) != 2:
@@ -179,22 +179,24 @@ def load_datasets(config: Config) -> Datasets:
             "use label_mode int or categorical"
         )
     if data.val_dir is not None:
-        val_listing = list_images(data.val_dir, class_names=listing.class_names)
-        train_files, train_labels = listing.files, listing.labels
-        val_files, val_labels = val_listing.files, val_listing.labels
-    else:
-        train_idx, val_idx = split_stratified(listing.labels, data.validation_split, data.seed)
-        if len(val_idx) == 0:
-            raise ImgclsError(f"data.validation_split: {data.validation_split} of {len(listing.files)} images leaves no validation image; raise it")
-        train_files, train_labels = [listing.files[i] for i in train_idx], listing.labels[train_idx]
-        val_files, val_labels = [listing.files[i] for i in val_idx], listing.labels[val_idx]
-    n = len(listing.class_names)
-    return Datasets(
-        train=make_dataset(train_files, train_labels, config, n, training=True),
-        val=make_dataset(val_files, val_labels, config, n, training=False),
-        class_names=listing.class_names,
-        train_files=train_files,
-        val_files=val_files,
-        train_labels=train_labels,
-        val_labels=val_labels,
+        val = list_images(data.val_dir, class_names=listing.class_names, key="data.val_dir")
+        return Split(listing.class_names, listing.files, listing.labels, val.files, val.labels)
+    train_idx, val_idx = split_stratified(listing.labels, data.validation_split, data.seed)
+    if len(val_idx) == 0:
+        raise ImgclsError(
+            f"data.validation_split: {data.validation_split} of {len(listing.files)} images leaves no validation image; raise it"
+        )
+    return Split(
+        listing.class_names,
+        [listing.files[i] for i in train_idx], listing.labels[train_idx],
+        [listing.files[i] for i in val_idx], listing.labels[val_idx],
+    )
+
+
+def make_datasets(split: Split, config: Config) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The (training, validation) tf.data pipelines for a split."""
+    n = split.num_classes
+    return (
+        make_dataset(split.train_files, split.train_labels, config, n, training=True),
+        make_dataset(split.val_files, split.val_labels, config, n, training=False),
     )

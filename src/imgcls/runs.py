@@ -20,7 +20,7 @@ import csv
 import json
 import os
 import re
-import tempfile
+import uuid
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -44,10 +44,16 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # --------------------------------------------------------------------------- creating runs
 
 
-def create_run(runs_dir: Path, name: str) -> Path:
-    """Make `runs_dir/<name>-<timestamp>/` (never reusing a folder) and point `latest` at it."""
+def check_run_name(name: str) -> str:
+    """A run name becomes a folder name: it must not escape the runs folder."""
     if not _SAFE_NAME.match(name) or ".." in name:
         raise ImgclsError(f"run name {name!r}: use letters, digits, '.', '_' and '-' only (it becomes a folder name)")
+    return name
+
+
+def create_run(runs_dir: Path, name: str) -> Path:
+    """Make `runs_dir/<name>-<timestamp>/` (never reusing a folder) and point `latest` at it."""
+    check_run_name(name)
     runs_dir = Path(runs_dir)
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
@@ -114,9 +120,8 @@ def list_runs(runs_dir: Path) -> list[Path]:
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` that is renamed onto it when the block succeeds."""
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(tmp)
+    # Not mkstemp: its files are private (0600); these should get the usual umask, like best.keras.
+    tmp = target.parent / f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{target.suffix}"
     try:
         yield tmp
         os.replace(tmp, target)

@@ -1,6 +1,6 @@
 """Training: one straight path from a validated config to a finished run folder.
 
-    setup_runtime -> load_datasets -> build_model -> compile -> fit -> artifacts
+    split_data -> setup_runtime -> make_datasets -> build_model -> compile -> create run -> fit -> artifacts
 
 `train` writes config.yaml, classes.json and split.csv before the first
 step, history.csv after every epoch, best.keras whenever the monitored
@@ -30,30 +30,38 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
     return "min" if "loss" in monitor else "max"
 
 
-def train(config: Config, run: Path, log: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
-    """Train `config` into the run folder `run`; return what metrics.json holds."""
+def train(config: Config, make_run: Callable[[], Path], log: Callable[[str], None] = print,
+          command: str = "") -> tuple[Path, dict[str, Any]]:
+    """Train `config`; return the run folder and what its metrics.json holds.
+
+    `make_run` creates the run folder. It is called only once the data is
+    split and the model compiled, so a bad input leaves no empty run behind.
+    """
+    from imgcls.data import make_datasets, split_data
+
+    split = split_data(config)  # before TensorFlow: data errors answer fast
     info = setup_runtime(config.runtime)
     import keras
 
-    from imgcls.data import load_datasets
     from imgcls.models import build_model
     from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
 
     log(f"{info}")
-    datasets = load_datasets(config)
-    n_train, n_val = len(datasets.train_files), len(datasets.val_files)
+    n_train, n_val = len(split.train_files), len(split.val_files)
     steps_per_epoch = math.ceil(n_train / config.data.batch_size)
-    log(f"{datasets.num_classes} classes, {n_train} training and {n_val} validation images, {steps_per_epoch} steps per epoch")
+    log(f"{split.num_classes} classes, {n_train} training and {n_val} validation images, {steps_per_epoch} steps per epoch")
+    train_ds, val_ds = make_datasets(split, config)
 
-    _write_run_start(config, run, datasets, resolve_schedule(config.train, steps_per_epoch), info, command)
-
-    model = build_model(config, datasets.num_classes)
+    model = build_model(config, split.num_classes)
     model.compile(
         optimizer=build_optimizer(config.train, steps_per_epoch),
         loss=build_loss(config),
-        metrics=build_metrics(config, datasets.num_classes),
+        metrics=build_metrics(config, split.num_classes),
         jit_compile=config.runtime.jit_compile,
     )
+    run = make_run()
+    log(f"run folder: {run}")
+    _write_run_start(config, run, split, resolve_schedule(config.train, steps_per_epoch), info, command)
     recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train)
     callbacks, early_stopping = _build_callbacks(config, run, recorder, keras)
 
@@ -61,7 +69,7 @@ def train(config: Config, run: Path, log: Callable[[str], None] = print, command
     start = time.perf_counter()
     try:
         # shuffle=False: the dataset already reshuffles single images every epoch.
-        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs,
+        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
                   callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt:
         status = "interrupted"
@@ -70,16 +78,16 @@ def train(config: Config, run: Path, log: Callable[[str], None] = print, command
         status = "stopped_early"
 
     metrics = _summarise(config, recorder.rows, status, time.perf_counter() - start, recorder, info, model)
-    metrics.update(train_images=n_train, val_images=n_val, classes=datasets.num_classes)
+    metrics.update(train_images=n_train, val_images=n_val, classes=split.num_classes)
     runs.write_json(run / runs.METRICS, metrics)
     if recorder.rows:
         from imgcls.plots import plot_history
 
         plot_history([run], run / runs.HISTORY_PNG)
-    return metrics
+    return run, metrics
 
 
-def _write_run_start(config, run, datasets, schedule, info, command) -> None:
+def _write_run_start(config, run, split, schedule, info, command) -> None:
     """Everything needed to understand and repeat the run, written before the first step."""
     resolved = config.to_dict()
     resolved["imgcls"] = {
@@ -94,13 +102,13 @@ def _write_run_start(config, run, datasets, schedule, info, command) -> None:
         "data_dir": str(Path(config.data.dir).resolve()),
     }
     runs.write_yaml(run / runs.CONFIG, resolved)
-    runs.write_json(run / runs.CLASSES, datasets.class_names)
+    runs.write_json(run / runs.CLASSES, split.class_names)
     rows = []
     for subset, files, labels, root in (
-        ("train", datasets.train_files, datasets.train_labels, config.data.dir),
-        ("val", datasets.val_files, datasets.val_labels, config.data.val_dir or config.data.dir),
+        ("train", split.train_files, split.train_labels, config.data.dir),
+        ("val", split.val_files, split.val_labels, config.data.val_dir or config.data.dir),
     ):
-        rows += [{"path": Path(f).relative_to(root).as_posix(), "class": datasets.class_names[label], "subset": subset}
+        rows += [{"path": Path(f).relative_to(root).as_posix(), "class": split.class_names[label], "subset": subset}
                  for f, label in zip(files, labels)]
     runs.write_history(run / "split.csv", rows)
 

@@ -1,11 +1,12 @@
 """Training: one straight path from a validated config to a finished run folder.
 
-    setup_runtime -> load_datasets -> build_model -> compile -> fit -> artifacts
+    plan_data (scan, split) -> setup_runtime -> make_datasets -> build_model -> compile -> fit -> artifacts
 
-`train` writes config.yaml, classes.json and split.csv before the first
-step, history.csv after every epoch, best.keras whenever the monitored
-metric improves, and metrics.json plus history.png at the end, also when
-the run is interrupted with Ctrl-C.
+`train` writes config.yaml, classes.json, split.csv and skipped_files.txt
+(and duplicates.csv when there are any) before the first step, history.csv
+after every epoch, best.keras whenever the monitored metric improves, and
+metrics.json plus history.png at the end, also when the run is interrupted
+with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, Callable
 import imgcls
 from imgcls import runs
 from imgcls.config import Config
+from imgcls.data import DataPlan, plan_data
+from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
 
@@ -30,22 +33,37 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
     return "min" if "loss" in monitor else "max"
 
 
-def train(config: Config, run: Path, log: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
-    """Train `config` into the run folder `run`; return what metrics.json holds."""
+def train(config: Config, run: Path, log: Callable | None = None, command: str = "",
+          plan: DataPlan | None = None) -> dict[str, Any]:
+    """Train `config` into the run folder `run`; return what metrics.json holds.
+
+    `plan` is the data plan when the caller has made it already (the CLI does,
+    so that data errors come before a run folder exists).
+    """
+    from rich.console import Console
+    from rich.text import Text
+
+    log = log or Console(stderr=True, soft_wrap=True).print
+    plan = plan or plan_data(config)
     info = setup_runtime(config.runtime)
     import keras
 
-    from imgcls.data import load_datasets
+    from imgcls.data import make_datasets
     from imgcls.models import build_model
     from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
 
     log(f"{info}")
-    datasets = load_datasets(config)
-    n_train, n_val = len(datasets.train_files), len(datasets.val_files)
+    print_report(plan, log, skipped_file=run / runs.SKIPPED)
+    datasets = make_datasets(plan, config)
+    n_train, n_val, n_test = len(datasets.train_files), len(datasets.val_files), len(datasets.test_files)
     steps_per_epoch = math.ceil(n_train / config.data.batch_size)
-    log(f"{datasets.num_classes} classes, {n_train} training and {n_val} validation images, {steps_per_epoch} steps per epoch")
+    test = f" and {n_test} held-out test" if n_test else ""
+    log(f"{datasets.num_classes} classes, {n_train} training, {n_val} validation{test} images, {steps_per_epoch} steps per epoch")
+    if plan.class_weight:
+        weights = ", ".join(f"{name} {plan.class_weight[i]:.3g}" for i, name in enumerate(plan.class_names))
+        log(Text(f"class weights (train.class_weight): {weights}"))
 
-    _write_run_start(config, run, datasets, resolve_schedule(config.train, steps_per_epoch), info, command)
+    _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
 
     model = build_model(config, datasets.num_classes)
     model.compile(
@@ -61,7 +79,7 @@ def train(config: Config, run: Path, log: Callable[[str], None] = print, command
     start = time.perf_counter()
     try:
         # shuffle=False: the dataset already reshuffles single images every epoch.
-        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs,
+        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, class_weight=plan.class_weight,
                   callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt:
         status = "interrupted"
@@ -70,7 +88,8 @@ def train(config: Config, run: Path, log: Callable[[str], None] = print, command
         status = "stopped_early"
 
     metrics = _summarise(config, recorder.rows, status, time.perf_counter() - start, recorder, info, model)
-    metrics.update(train_images=n_train, val_images=n_val, classes=datasets.num_classes)
+    metrics.update(train_images=n_train, val_images=n_val, test_images=n_test, classes=datasets.num_classes,
+                   skipped_files=len(plan.bad_files()))
     runs.write_json(run / runs.METRICS, metrics)
     if recorder.rows:
         from imgcls.plots import plot_history
@@ -79,8 +98,8 @@ def train(config: Config, run: Path, log: Callable[[str], None] = print, command
     return metrics
 
 
-def _write_run_start(config, run, datasets, schedule, info, command) -> None:
-    """Everything needed to understand and repeat the run, written before the first step."""
+def _write_run_start(config, run, plan, schedule, info, command) -> None:
+    """Everything needed to understand, audit and repeat the run, written before the first step."""
     resolved = config.to_dict()
     resolved["imgcls"] = {
         "version": imgcls.__version__,
@@ -92,17 +111,16 @@ def _write_run_start(config, run, datasets, schedule, info, command) -> None:
         "precision": info.precision,
         "learning_rate_schedule": schedule,
         "data_dir": str(Path(config.data.dir).resolve()),
+        "cache": plan.cache.mode,
     }
     runs.write_yaml(run / runs.CONFIG, resolved)
-    runs.write_json(run / runs.CLASSES, datasets.class_names)
-    rows = []
-    for subset, files, labels, root in (
-        ("train", datasets.train_files, datasets.train_labels, config.data.dir),
-        ("val", datasets.val_files, datasets.val_labels, config.data.val_dir or config.data.dir),
-    ):
-        rows += [{"path": Path(f).relative_to(root).as_posix(), "class": datasets.class_names[label], "subset": subset}
-                 for f, label in zip(files, labels)]
-    runs.write_history(run / "split.csv", rows)
+    runs.write_json(run / runs.CLASSES, plan.class_names)
+    runs.write_history(run / runs.SPLIT, plan.split_rows())
+    write_skipped(plan, run / runs.SKIPPED)
+    if plan.duplicates:
+        runs.write_history(run / runs.DUPLICATES, [
+            {"subset": d.subset, "path": plan.relative(d.path), "same_as_subset": d.same_as_subset,
+             "same_as": plan.relative(d.same_as), "dropped": d.dropped} for d in plan.duplicates])
 
 
 def tf_version() -> str:

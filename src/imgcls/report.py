@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from imgcls import runs
-from imgcls.data import DataPlan, human_bytes
+from imgcls.data import DataPlan
 from imgcls.scan import SHOW_BAD
 
 IMBALANCE_RATIO = 0.1  # a class with under a tenth of the largest class's training images gets a warning

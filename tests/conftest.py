@@ -47,6 +47,14 @@ def write_config(path: Path, data_dir: Path, **sections) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_dir(tmp_path_factory) -> Path:
+    """Files `imgcls predict` checks are cached here, not in the real ~/.cache/imgcls."""
+    path = tmp_path_factory.mktemp("user-cache")
+    os.environ["IMGCLS_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("data") / "colours")
@@ -76,3 +84,92 @@ def trained_run(tmp_path_factory, tiny_config) -> Path:
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return (runs_dir / "latest").resolve()
+
+
+# --------------------------------------------------------------------------- messy real-world files
+
+
+def noisy_image(colour, size=(32, 32), seed=0) -> Image.Image:
+    """A noisy solid colour, `size` = (width, height)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature and header claiming `width` x `height`, without the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def truncated_jpeg(path: Path, colour=(200, 40, 40)) -> Path:
+    buffer = path.with_suffix(".full.jpg")
+    noisy_image(colour, (64, 64)).save(buffer, quality=95)
+    data = buffer.read_bytes()
+    buffer.unlink()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def exif_rotated_jpeg(path: Path) -> Path:
+    """Stored 32 wide x 16 high, red left and blue right, with EXIF orientation 6 (rotate 90 degrees clockwise).
+
+    Displayed upright it is 16 wide x 32 high: red on top, blue below.
+    """
+    pixels = np.zeros((16, 32, 3), np.uint8)
+    pixels[:, :16] = (255, 0, 0)
+    pixels[:, 16:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+MESSY_CLASSES = {"Jennifer Lawrence": (200, 40, 40), "Café": (40, 180, 60), "blue": (40, 60, 200)}
+# The bad files of make_messy_folder, as skipped_files.txt must list them.
+MESSY_BAD = {
+    "Jennifer Lawrence/zero.jpg": "empty file",
+    "Jennifer Lawrence/truncated.jpg": "truncated",
+    "Café/text.png": "not an image",
+    "Café/huge.png": "too large",
+}
+
+
+def make_messy_folder(root: Path, per_class: int = 8) -> Path:
+    """A photo folder as people have them: spaces and accents in class names, bad files, odd formats, junk.
+
+    Every class gets `per_class` good JPEGs plus: the bad files of MESSY_BAD;
+    blue gets one image of every odd format (BMP named .jpg, CMYK JPEG, 16-bit
+    PNG, palette PNG with transparency, animated GIF, WebP, TIFF, EXIF-rotated
+    JPEG); notes.txt and .DS_Store are not images; `empty` has no files at all.
+    """
+    for index, (name, colour) in enumerate(MESSY_CLASSES.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noisy_image(colour, seed=10 * index + i).save(folder / f"{i:02d}.jpg", quality=95)
+    people, cafe, blue = (root / name for name in MESSY_CLASSES)
+    (people / "zero.jpg").write_bytes(b"")
+    truncated_jpeg(people / "truncated.jpg")
+    (cafe / "text.png").write_text("this is a text file, not a PNG")
+    (cafe / "huge.png").write_bytes(png_header(15_000, 15_000))
+    colour = MESSY_CLASSES["blue"]
+    noisy_image(colour, seed=90).save(blue / "bmp named.jpg", format="BMP")
+    noisy_image(colour, seed=91).convert("CMYK").save(blue / "cmyk.jpg")
+    Image.fromarray(np.full((32, 32), 20_000, np.uint16)).save(blue / "sixteen bit.png")
+    palette = noisy_image(colour, seed=92).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.save(blue / "palette.png", transparency=0)
+    frames = [noisy_image(colour, seed=93), noisy_image((255, 0, 255), seed=94)]
+    frames[0].save(blue / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    noisy_image(colour, seed=95).save(blue / "photo.webp")
+    noisy_image(colour, seed=96).save(blue / "scan.tiff")
+    exif_rotated_jpeg(blue / "rotated.jpg")
+    (blue / "notes.txt").write_text("labels checked by Ana")
+    (blue / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "empty").mkdir()
+    return root

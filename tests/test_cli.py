@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
-from conftest import make_image_folder, write_config
+from conftest import MESSY_BAD, make_image_folder, make_messy_folder, write_config
 
 from imgcls import runs
 
@@ -55,8 +56,6 @@ def test_split_file_lists_every_image_once(trained_run, tiny_data):
 
 
 def test_best_model_loads_with_keras_alone_and_outputs_probabilities(trained_run):
-    import numpy as np
-
     model = keras.saving.load_model(trained_run / "best.keras")
     probs = model.predict(np.full((2, 32, 32, 3), 128, dtype="float32"), verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
@@ -148,8 +147,6 @@ def test_predict_json_and_csv_with_top_k(cli, trained_run, tiny_data, tmp_path):
 
 def test_predict_matches_the_model_on_the_same_pixels(trained_run, tiny_data):
     """predict and training share load_image: same pixels, same probabilities."""
-    import numpy as np
-
     from imgcls.data import load_image
     from imgcls.predict import predict_files
 
@@ -161,6 +158,97 @@ def test_predict_matches_the_model_on_the_same_pixels(trained_run, tiny_data):
     classes = runs.read_classes(trained_run)
     assert prediction.label == classes[int(np.argmax(probs))]
     assert prediction.confidence == pytest.approx(float(probs.max()), abs=1e-5)
+
+
+def test_predict_reads_webp_and_exif_rotated_photos_as_training_does(trained_run, tmp_path):
+    """A phone photo stored sideways with an EXIF rotation, as WebP, predicts like the upright original."""
+    from PIL import Image
+
+    from imgcls.predict import predict_files
+
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    upright[:16, :, 0] = 255  # red-ish top half: the model must not see it on its side
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(np.rot90(upright).copy()).save(tmp_path / "sideways.webp", lossless=True, exif=exif.tobytes())
+    png, webp = predict_files(trained_run, [tmp_path / "upright.png", tmp_path / "sideways.webp"], top_k=3)
+    assert [t["label"] for t in webp.top_k] == [t["label"] for t in png.top_k]
+    for a, b in zip(webp.top_k, png.top_k):
+        assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
+
+
+def test_predict_on_a_folder_skips_bad_files_with_a_warning(cli, trained_run, tmp_path):
+    folder = make_image_folder(tmp_path / "photos", per_class=1)
+    (folder / "red" / "broken.jpg").write_bytes(b"")
+    (folder / "red" / "notes.txt").write_text("ignored")
+    result = cli("predict", folder, "--run", trained_run)
+    assert result.exit_code == 0
+    assert len(result.stdout.strip().splitlines()) == 3
+    assert "skipped" in result.stderr and "broken.jpg: empty file" in result.stderr
+
+
+# --------------------------------------------------------------------------- a messy folder, end to end
+
+
+@pytest.fixture(scope="module")
+def messy_run(tmp_path_factory):
+    """One epoch over make_messy_folder, with copies of one photo and a held-out test split."""
+    from typer.testing import CliRunner
+
+    from imgcls.cli import app
+
+    root = tmp_path_factory.mktemp("messy")
+    data = make_messy_folder(root / "photos")
+    original = data / "blue" / "00.jpg"
+    for i in range(1, 4):
+        (data / "blue" / f"00 ({i}).jpg").write_bytes(original.read_bytes())
+    config = write_config(root / "messy.yaml", data, data={"allow_empty_classes": True, "test_split": 0.2},
+                          train={"epochs": 1, "class_weight": "balanced"})
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(root / "runs")], catch_exceptions=False)
+    return result, (root / "runs" / "latest").resolve(), data
+
+
+def test_train_over_a_messy_folder_finishes_and_reports_exactly_the_skipped_files(messy_run):
+    result, run, _ = messy_run
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
+    lines = (run / "skipped_files.txt").read_text(encoding="utf-8").splitlines()
+    skipped = dict(line.split("\t") for line in lines)
+    assert set(skipped) == set(MESSY_BAD)
+    for path, reason in skipped.items():
+        assert MESSY_BAD[path] in reason
+        assert path in result.stderr  # named on the console too
+    assert "dropped class empty" in result.stderr and "class weights" in result.stderr
+
+
+def test_split_csv_has_train_val_and_test_and_no_copy_crosses_subsets(messy_run):
+    import hashlib
+
+    _, run, data = messy_run
+    rows = list(csv.DictReader(open(run / "split.csv", encoding="utf-8")))
+    assert {r["subset"] for r in rows} == {"train", "val", "test"}
+    assert not {r["path"] for r in rows} & set(MESSY_BAD)
+    subsets_of = {}
+    for r in rows:
+        digest = hashlib.sha1((data / r["path"]).read_bytes()).hexdigest()
+        subsets_of.setdefault(digest, set()).add(r["subset"])
+    assert all(len(subsets) == 1 for subsets in subsets_of.values())
+    duplicates = list(csv.DictReader(open(run / "duplicates.csv", encoding="utf-8")))
+    assert duplicates and all(d["same_as"].startswith("blue/00") and d["dropped"] == "True" for d in duplicates)
+
+
+def test_class_names_with_spaces_and_accents_work_in_every_artifact(cli, messy_run, tmp_path):
+    _, run, data = messy_run
+    assert '"Café"' in (run / "classes.json").read_text(encoding="utf-8")
+    assert "Jennifer Lawrence/00.jpg,Jennifer Lawrence," in (run / "split.csv").read_text(encoding="utf-8")
+    assert (run / "history.png").is_file()
+    result = cli("predict", data / "Café" / "01.jpg", data / "blue" / "photo.webp", "--run", run, "--json", "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    assert "Café" in result.stdout  # not escaped to \u00e9
+    predictions = json.loads(result.stdout)
+    assert {t["label"] for t in predictions[0]["top_k"]} == {"Café", "Jennifer Lawrence", "blue"}
 
 
 # --------------------------------------------------------------------------- plot, summary, config, models
@@ -284,7 +372,8 @@ def test_error_missing_validation_folder_names_its_key(cli, tmp_path, tiny_data)
 def test_error_class_without_images(cli, tmp_path):
     data = make_image_folder(tmp_path / "d", per_class=2)
     (data / "empty").mkdir()
-    assert_user_error(cli("train", write_config(tmp_path / "c.yaml", data)), "empty: no images in this class folder")
+    assert_user_error(cli("train", write_config(tmp_path / "c.yaml", data)), "empty: no usable images in this class folder",
+                      "data.allow_empty_classes")
 
 
 def test_error_predict_with_no_runs_yet(cli, tmp_path, tiny_data):

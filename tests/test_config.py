@@ -146,3 +146,22 @@ def test_reference_config_documents_every_key_and_loads_back(tmp_path):
     path = tmp_path / "defaults.yaml"
     path.write_text(text.replace("dir: <required>", "dir: data/x"))
     assert load_config(path).data.image_size == (224, 224)
+
+
+@pytest.mark.parametrize("value, expected", [(True, "memory"), (False, "none"), ("disk", "disk"), ("auto", "auto")])
+def test_data_cache_takes_a_mode_and_the_old_booleans(value, expected):
+    assert load(data={"dir": "x", "cache": value}).data.cache == expected
+    assert "data.cache: Input should be 'auto', 'memory', 'disk' or 'none'" in error_of(data={"dir": "x", "cache": "ram"})
+
+
+def test_class_weight_is_balanced_or_a_positive_mapping_with_text_class_names():
+    assert load(train={"class_weight": "balanced"}).train.class_weight == "balanced"
+    assert load(train={"class_weight": {0: 2, "Café": 0.5}}).train.class_weight == {"0": 2.0, "Café": 0.5}
+    assert "train.class_weight: use balanced, or a mapping" in error_of(train={"class_weight": "balance"})
+    assert "train.class_weight: every class weight must be greater than 0" in error_of(train={"class_weight": {"a": 0}})
+
+
+def test_test_split_and_test_dir_exclude_each_other_and_leave_images_to_train():
+    assert "data.test_split: not used when data.test_dir is set" in error_of(data={"dir": "x", "test_dir": "y", "test_split": 0.1})
+    assert "leaves nothing to train on" in error_of(data={"dir": "x", "validation_split": 0.5, "test_split": 0.5})
+    assert load(data={"dir": "x", "split": {"stratify": False}}).data.split.stratify is False

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from imgcls.errors import ImgclsError
 
@@ -95,7 +96,7 @@ def predict(
     from imgcls.runs import resolve_run
 
     run_dir = resolve_run(run, runs_dir)
-    files = collect_images(paths)
+    files = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}"))
     predictions = predict_files(run_dir, files, top_k=top_k)
     if as_json:
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
@@ -116,6 +117,31 @@ def _write_predictions_csv(path: Path, predictions) -> None:
         writer.writerow(header)
         for p in predictions:
             writer.writerow([p.path, p.label, p.confidence] + [v for t in p.top_k[1:] for v in (t["label"], t["confidence"])])
+
+
+@app.command()
+@user_errors
+def inspect(
+    source: Path = typer.Argument(..., help="Experiment config (YAML), or a data folder with one sub-folder per class."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Sample grid PNG (default: <data folder name>_samples.png)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON instead of a report."),
+):
+    """Check a dataset: class counts per subset, bad files, duplicates, formats and sizes, cache estimate, sample grid."""
+    from imgcls.config import load_config
+    from imgcls.data import plan_data
+    from imgcls.report import facts, print_report, sample_grid
+
+    cfg = load_config(raw={"data": {"dir": str(source)}}, overrides=set_) if source.is_dir() else load_config(source, set_)
+    plan = plan_data(cfg)
+    grid = out_file or Path(f"{Path(cfg.data.dir).resolve().name}_samples.png")
+    if not as_json:
+        print_report(plan, out.print, details=True)
+    sample_grid(plan, cfg.data.image_size, cfg.channels, grid, seed=cfg.data.seed)
+    if as_json:
+        out.print_json(json.dumps({**facts(plan), "sample_grid": str(grid)}, ensure_ascii=False))
+    else:
+        out.print(f"sample grid: {grid}", highlight=False, markup=False)
 
 
 @app.command()

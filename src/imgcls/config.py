@@ -33,20 +33,37 @@ class Section(BaseModel):
 # --------------------------------------------------------------------------- data
 
 
+class SplitConfig(Section):
+    stratify: bool = Field(True, description="every class keeps its share in validation and test (at least one image each)")
+
+
 class DataConfig(Section):
     dir: Path = Field(description="folder with one sub-folder of images per class (required)")
     val_dir: Path | None = Field(None, description="separate validation folder; when set, validation_split is not used")
     validation_split: float | None = Field(
         0.2, gt=0, lt=1, description="fraction of images held out for validation (null when val_dir is set)"
     )
-    seed: int = Field(123, description="seed of the train/validation split: same seed, same split")
+    test_dir: Path | None = Field(None, description="separate test folder (same classes), held out from training and checkpoint selection")
+    test_split: float = Field(0.0, ge=0, lt=1, description="or this fraction of data.dir held out as the test set; 0 = no test set")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="how validation and test images are drawn from data.dir")
+    seed: int = Field(123, description="seed of the train/validation/test split: same seed, same split")
     image_size: tuple[int, int] = Field((224, 224), description="[height, width] every image is resized to")
     batch_size: int = Field(32, ge=1, description="images per training step")
     label_mode: Literal["int", "categorical", "binary"] = Field(
         "int", description="int (sparse labels) | categorical (one-hot) | binary (exactly 2 classes, one sigmoid output)"
     )
     color_mode: Literal["rgb", "grayscale"] = Field("rgb", description="rgb (3 channels) | grayscale (1 channel)")
-    cache: bool = Field(True, description="keep decoded, resized images in memory as uint8 after the first epoch")
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="keep decoded, resized uint8 images after the first epoch: auto (memory up to a quarter "
+        "of RAM, else disk) | memory | disk (in the data folder's .imgcls_cache/) | none (true = memory, false = none)"
+    )
+    on_bad_image: Literal["skip", "error"] = Field(
+        "skip", description="a broken, truncated or oversized image: skip it (named, listed in skipped_files.txt) | error"
+    )
+    allow_empty_classes: bool = Field(False, description="drop a class folder without usable images (with a warning) instead of failing")
+    dedupe: Literal["train_only", "off"] = Field(
+        "train_only", description="byte-identical files in train and val/test: keep only the train copy | off (report only)"
+    )
     shuffle_buffer: int | None = Field(
         None, ge=1, description="images in the shuffle buffer; null = the whole training set (a full reshuffle every epoch)"
     )
@@ -58,6 +75,12 @@ class DataConfig(Section):
         if self.val_dir is None and self.validation_split is None:
             raise ValueError("validation_split: give a fraction (e.g. 0.2), or set data.val_dir")
         return self
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_from_bool(cls, value: Any) -> Any:
+        # Old configs said `cache: true/false`.
+        return {True: "memory", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -166,6 +189,24 @@ class TrainConfig(Section):
     metrics: list[Literal["accuracy", "top5_accuracy", "auc", "precision", "recall"]] = Field(
         ["accuracy"], description="accuracy | top5_accuracy | auc | precision | recall (loss is always tracked)"
     )
+    class_weight: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="null | balanced (n_images / (n_classes x class count)) | {class name: weight} (others 1.0)"
+    )
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_names_as_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "balanced":
+            raise ValueError("use balanced, or a mapping of class name to weight, e.g. {cat: 2.0}")
+        # YAML reads a class folder named 0 as the number 0.
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(w <= 0 for w in value.values()):
+            raise ValueError("every class weight must be greater than 0")
+        return value
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -279,6 +320,11 @@ def _check_combinations(config: Config) -> list[str]:
         problems.append(
             "data.validation_split: not used when data.val_dir is set; remove one of them (or --set data.validation_split=null)"
         )
+    if data.test_dir is not None and data.test_split:
+        problems.append("data.test_split: not used when data.test_dir is set; remove one of them")
+    held_out = (data.validation_split or 0) + data.test_split
+    if held_out >= 1:
+        problems.append(f"data.validation_split + data.test_split: {held_out:g} leaves nothing to train on; keep the sum under 1")
     monitors = {
         "callbacks.checkpoint.monitor": config.callbacks.checkpoint.monitor,
         "callbacks.early_stopping.monitor": config.callbacks.early_stopping.monitor,

@@ -1,20 +1,23 @@
 """Predict: class probabilities for image files, from a run's best.keras.
 
-Images go through `imgcls.data.load_image` (the training preprocessing, not a
-copy), in batches via tf.data, with one model load per call.
+Files are checked and, when TensorFlow needs it, converted by the same scan
+as training data (imgcls.scan); then they go through `imgcls.data.load_image`
+(the training preprocessing, not a copy), in batches via tf.data, with one
+model load per call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from imgcls import runs
-from imgcls.data import images_dataset, is_image_file
+from imgcls.data import images_dataset
 from imgcls.errors import ImgclsError
-from imgcls.scan import check_image
+from imgcls.scan import check_loose_files, readable_paths
 
 
 @dataclass
@@ -28,25 +31,36 @@ class Prediction:
         return {"path": self.path, "label": self.label, "confidence": self.confidence, "top_k": self.top_k}
 
 
-def collect_images(paths: list[Path]) -> list[Path]:
-    """Image files named by `paths`: files as given, folders searched recursively."""
-    files: list[Path] = []
+def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Image files named by `paths`, decided by content: files as given, folders searched recursively.
+
+    A named file that is not a readable image is an error; in a folder, files
+    that are not images (and hidden ones) are ignored and bad images are
+    skipped, each named through `warn`.
+    """
+    candidates: list[tuple[Path, Path | None]] = []  # (file, the folder it was found in, or None if named)
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-            if not found:
-                raise ImgclsError(f"{path}: no images in this folder")
-            files += found
+            candidates += [(p, path) for p in sorted(path.rglob("*"))
+                           if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
         elif path.is_file():
-            if not is_image_file(path):
-                raise ImgclsError(f"{path}: not an image file (imgcls reads .jpg, .jpeg, .png, .bmp, .gif)")
-            files.append(path)
+            candidates.append((path, None))
         else:
             raise ImgclsError(f"{path}: no such file or folder")
-    for file in files:
-        problem = check_image(file)
-        if problem:
-            raise ImgclsError(f"{file}: {problem}; remove it or pass other files")
+    checks, _ = check_loose_files([file for file, _ in candidates])
+    files, found_in = [], set()
+    for (file, folder), check in zip(candidates, checks):
+        if check.kind == "image":
+            files.append(file)
+            found_in.add(folder)
+        elif folder is None:
+            reason = "not an image file (imgcls reads JPEG, PNG, BMP, GIF, WebP and TIFF)" if check.kind == "other" else check.reason
+            raise ImgclsError(f"{file}: {reason}; remove it or pass other files")
+        elif check.kind == "bad" and warn is not None:
+            warn(f"skipped {file}: {check.reason}")
+    for path in map(Path, paths):
+        if path.is_dir() and path not in found_in:
+            raise ImgclsError(f"{path}: no images in this folder")
     return files
 
 
@@ -72,7 +86,8 @@ def predict_files(run: Path, files: list[Path], top_k: int = 1, batch_size: int 
     model = load_model(run)
     data = config["data"]
     channels = 3 if data["color_mode"] == "rgb" else 1
-    ds = images_dataset([str(f) for f in files], tuple(data["image_size"]), channels)
+    # The scan's conversion: a WebP, EXIF-rotated or transparent image reaches the model as in training.
+    ds = images_dataset(readable_paths(files), tuple(data["image_size"]), channels)
     import tensorflow as tf
 
     ds = ds.batch(batch_size).map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE)

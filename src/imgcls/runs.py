@@ -3,6 +3,9 @@
     runs/<name>-<YYYYmmdd-HHMMSS>/
         config.yaml     the fully resolved config, with imgcls and TensorFlow versions
         classes.json    class names in output order
+        split.csv       every image used: path (relative to its data folder), class, subset (train, val, test)
+        skipped_files.txt  bad images left out: path relative to the data folder, a tab, the reason
+        duplicates.csv  files byte-identical across subsets (only when there are any)
         best.keras      the best epoch's full model (raw 0-255 pixels in, probabilities out)
         history.csv     one row per epoch: epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds
         history.png     accuracy and loss curves
@@ -33,6 +36,9 @@ from imgcls.errors import ImgclsError
 LATEST = "latest"
 CONFIG = "config.yaml"
 CLASSES = "classes.json"
+SPLIT = "split.csv"
+SKIPPED = "skipped_files.txt"
+DUPLICATES = "duplicates.csv"
 MODEL = "best.keras"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"

@@ -1,35 +1,495 @@
-"""Checking image files before TensorFlow sees them.
+"""Pre-flight scan: every file of a data folder checked once, in parallel, and cached.
 
-TensorFlow's decoders fail in the middle of an epoch, without naming the
-file; Pillow can tell, per file, what is wrong. `check_image` answers for
-one file: None when it is a readable image, else the reason.
+TensorFlow's decoders fail in the middle of an epoch without naming the file,
+ignore EXIF orientation and drop alpha without compositing it. Pillow can
+tell, per file and by content (never by extension), what a file really is and
+what is wrong with it. The scan asks Pillow once per file and keeps the answer:
+
+    check_file     one file -> FileCheck: an image (format, mode, size, content
+                   hash), a bad file (the reason), or not an image (ignored)
+    scan_folder    data/<class>/**/* -> FolderScan: the usable images with their
+                   labels, the bad files with reasons, the ignored files counted
+    check_loose_files / readable_paths
+                   the same check and conversion for `imgcls predict`'s files
+
+TensorFlow reads these files as they are: JPEG in RGB or grey (baseline or
+progressive) without EXIF rotation; PNG without transparency (8 or 16 bit RGB,
+8 bit or less grey, palette); 24-bit BMP; GIF without transparency (first
+frame). Every other image (WebP, TIFF, CMYK JPEG, 16-bit grey PNG, alpha or
+transparent palette PNG, EXIF-rotated photos, ...) is converted once by Pillow
+into an 8-bit PNG: EXIF orientation applied, transparency composited on white
+(BACKGROUND), 16-bit values scaled to 8 bit. So `imgcls.data.load_image` only
+ever reads files it decodes correctly.
+
+Where the cache lives (delete it at any time; the next scan rebuilds it):
+    <data folder>/.imgcls_cache/scan.json        verdicts keyed by path, size and mtime
+    <data folder>/.imgcls_cache/converted/*.png  converted images, named by content hash
+The folder is hidden, so it is never taken for a class. When the data folder
+is read-only, and for `imgcls predict`, the user cache folder is used instead:
+$IMGCLS_CACHE_DIR, else $XDG_CACHE_HOME/imgcls, else ~/.cache/imgcls.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from imgcls.errors import ImgclsError
+
 MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit (about 13,000 x 13,000)
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+CACHE_DIR_NAME = ".imgcls_cache"
+CACHE_VERSION = 1  # bump when the verdicts or conversions change, so old caches are ignored
+PROGRESS_MIN_FILES = 300  # a progress bar when at least this many files need checking
+SHOW_BAD = 10  # bad files named in messages; the rest are counted
+
+# A file with one of these extensions is meant to be an image: if it does not decode it is a bad file.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif",
+    ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif",
+})
+# Any other file counts as an image only when its content is one of these formats (they have
+# unmistakable signatures, so a text or CSV file is never taken for one); otherwise it is ignored.
+SNIFFED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
+ORIENTATION = 0x0112  # the EXIF tag that says how a photo must be rotated for display
+
+
+@dataclass
+class FileCheck:
+    """What one file is. scan.json stores these fields, in this order, per file."""
+
+    kind: str  # "image", "bad" or "other" (not an image: ignored)
+    reason: str = ""  # bad files: what is wrong
+    format: str = ""  # Pillow's name for the content: JPEG, PNG, WEBP, ...
+    mode: str = ""  # Pillow's pixel mode: RGB, L, RGBA, P, CMYK, I;16, ...
+    width: int = 0
+    height: int = 0
+    sha1: str = ""  # content hash: duplicate detection, and the converted file's name
+    convert: str = ""  # why TensorFlow cannot read the file as it is ("" = it can)
+
+
+# --------------------------------------------------------------------------- one file
 
 
 def check_image(path: Path) -> str | None:
     """None if `path` decodes completely as an image, else a short reason."""
+    check = check_file(Path(path))
+    if check.kind == "other":
+        return "not an image"
+    return check.reason or None
+
+
+def check_file(path: Path, converted_dir: Path | None = None) -> FileCheck:
+    """Decode `path` fully with Pillow and say what it is; convert it into `converted_dir` when TF needs that."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
+    _setup_pillow()
+    expected = path.suffix.lower() in IMAGE_EXTENSIONS
     try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                return f"too large ({image.width}x{image.height} pixels)"
-            image.load()  # decodes every pixel: a truncated file fails here
-    except UnidentifiedImageError:
-        return "not an image (unknown format)"
-    except Image.DecompressionBombError:
-        return "too large (decompression bomb limit)"
+        data = path.read_bytes()
     except OSError as exc:
-        return f"unreadable ({str(exc).splitlines()[0][:80]})"
-    except Exception as exc:  # Pillow raises assorted errors on hostile files
-        return f"unreadable ({type(exc).__name__})"
-    return None
+        return FileCheck("bad", reason=f"unreadable ({exc.strerror})")
+    if not data:
+        return FileCheck("bad", reason="empty file (0 bytes)") if expected else FileCheck("other")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if not expected and image.format not in SNIFFED_FORMATS:
+                return FileCheck("other")
+            check = FileCheck("image", format=image.format, mode=image.mode, width=image.width,
+                              height=image.height, sha1=hashlib.sha1(data).hexdigest())
+            if image.width * image.height > MAX_PIXELS:
+                return FileCheck("bad", reason=f"too large ({image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,})")
+            check.convert = conversion_reason(image, data)
+            if not check.convert and image.format in ("JPEG", "MPO"):
+                # Still decodes every byte (a truncated file fails), but at 1/8 scale: much faster.
+                image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+            if check.convert and converted_dir is not None:
+                _write_converted(image, converted_dir / f"{check.sha1}.png")
+            return check
+    except UnidentifiedImageError:
+        if path.suffix.lower() in (".heic", ".heif"):
+            return FileCheck("bad", reason="HEIC photo: install pillow-heif to read it, or convert it to JPEG")
+        return FileCheck("bad", reason="not an image (unknown content)") if expected else FileCheck("other")
+    except Image.DecompressionBombError:
+        return FileCheck("bad", reason=f"too large (over the limit of {MAX_PIXELS:,} pixels)")
+    except OSError as exc:
+        message = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        what = "truncated" if "truncated" in message else "unreadable"
+        return FileCheck("bad", reason=f"{what} ({message})") if expected else FileCheck("other")
+    except Exception as exc:  # Pillow raises assorted errors (SyntaxError, ValueError, ...) on broken files
+        return FileCheck("bad", reason=f"unreadable ({type(exc).__name__})") if expected else FileCheck("other")
+
+
+def conversion_reason(image, data: bytes) -> str:
+    """Why TensorFlow's decoders would get this image wrong ("" = they read it correctly)."""
+    fmt, mode = image.format, image.mode
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        return "EXIF rotation"
+    if "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return "transparency"
+    if mode.startswith("I;16") or mode == "I":
+        return f"16-bit {fmt}"
+    if fmt in ("JPEG", "MPO"):
+        if mode not in ("RGB", "L"):
+            return f"{mode} JPEG"
+        # Only reached when Pillow was told to accept truncated files (ImageFile.LOAD_TRUNCATED_IMAGES);
+        # TF never does, so such a file goes through Pillow.
+        return "" if data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9") else "JPEG without end marker"
+    if fmt == "PNG" and mode in ("RGB", "L", "1", "P"):
+        return ""
+    if (fmt == "BMP" and mode == "RGB") or fmt == "GIF":
+        return ""
+    return f"{mode} {fmt}" if fmt in ("PNG", "BMP") else fmt
+
+
+def _write_converted(image, target: Path) -> None:
+    """Save `image` as the 8-bit RGB or grey PNG that TF will read instead of the original."""
+    from PIL import ImageOps
+
+    if target.exists():  # named by content hash: an identical file was converted already
+        return
+    pixels = _to_8bit(ImageOps.exif_transpose(image))
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.png")
+    try:
+        pixels.save(tmp, format="PNG", compress_level=1)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _to_8bit(image):
+    """RGB or L, 8 bits per channel: alpha composited on BACKGROUND, 16-bit and float scaled, not clipped."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit (Pillow's convert("L") would clip these at 255 instead of scaling).
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), "L")
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        values = values * 255.0 if values.size and values.max() <= 1.0 else values
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+    if "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    if mode in ("L", "1"):
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+_pillow_ready = False
+
+
+def _setup_pillow() -> None:
+    """Silence warnings about what the scan handles itself; read HEIC photos when pillow-heif is installed."""
+    global _pillow_ready
+    if _pillow_ready:
+        return
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
+    try:
+        from pillow_heif import register_heif_opener  # optional: iPhone photos
+
+        register_heif_opener()
+    except ImportError:
+        pass
+    _pillow_ready = True
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def user_cache_dir() -> Path:
+    """$IMGCLS_CACHE_DIR, else $XDG_CACHE_HOME/imgcls, else ~/.cache/imgcls."""
+    if os.environ.get("IMGCLS_CACHE_DIR"):
+        return Path(os.environ["IMGCLS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.environ.get("LOCALAPPDATA") or Path.home() / ".cache"
+    return Path(base) / "imgcls"
+
+
+def cache_folder(root: Path | None) -> Path:
+    """<root>/.imgcls_cache when it can be written, else a folder in the user cache (root None: predict's)."""
+    if root is not None:
+        local = Path(root) / CACHE_DIR_NAME
+        try:
+            local.mkdir(exist_ok=True)
+            if os.access(local, os.W_OK):
+                return local
+        except OSError:
+            pass
+    if root is None:
+        return user_cache_dir() / "files"
+    resolved = str(Path(root).resolve())
+    return user_cache_dir() / "folders" / f"{Path(resolved).name}-{hashlib.sha1(resolved.encode()).hexdigest()[:12]}"
+
+
+class ScanCache:
+    """scan.json (FileChecks keyed by path, size and mtime) and the converted images of one folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.converted = self.folder / "converted"
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        try:
+            raw = json.loads((self.folder / "scan.json").read_text(encoding="utf-8"))
+            if raw.get("version") == CACHE_VERSION:
+                self.entries = raw["files"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # no cache yet, or a damaged one: everything is checked again
+
+    def get(self, key: str, stat: os.stat_result) -> FileCheck | None:
+        entry = self.entries.get(key)
+        if entry is None or entry[:2] != [stat.st_size, stat.st_mtime_ns]:
+            return None
+        check = FileCheck(*entry[2:])
+        if check.convert and not os.path.exists(self.readable_path(key, check)):
+            return None  # its converted file was deleted: check (and convert) again
+        return check
+
+    def put(self, key: str, stat: os.stat_result, check: FileCheck) -> None:
+        self.entries[key] = [stat.st_size, stat.st_mtime_ns, *astuple(check)]
+        self.changed = True
+
+    def readable_path(self, path: str | Path, check: FileCheck) -> str:
+        """What TensorFlow reads for this image: the file itself, or its converted PNG."""
+        return os.path.join(self.converted, f"{check.sha1}.png") if check.convert else str(path)
+
+    def save(self, keep: set[str] | None = None) -> None:
+        """Write scan.json if anything changed; `keep` drops entries (and converted files) of vanished files."""
+        if keep is not None:
+            stale = set(self.entries) - keep
+            for key in stale:
+                del self.entries[key]
+            self.changed |= bool(stale)
+            self._drop_unused_conversions()
+        if not self.changed:
+            return
+        from imgcls.runs import write_text
+
+        try:
+            write_text(self.folder / "scan.json", json.dumps({"version": CACHE_VERSION, "files": self.entries},
+                                                             ensure_ascii=False, separators=(",", ":")))
+            self.changed = False
+        except OSError:
+            pass  # a cache that cannot be written only costs time on the next run
+
+    def _drop_unused_conversions(self) -> None:
+        if not self.converted.is_dir():
+            return
+        used = {f"{entry[8]}.png" for entry in self.entries.values() if entry[9]}
+        for path in self.converted.iterdir():
+            if path.name not in used:
+                path.unlink(missing_ok=True)
+
+
+def check_files(paths: list[str], keys: list[str], cache: ScanCache, what: str = "files") -> tuple[list[FileCheck], int]:
+    """A FileCheck per path (from the cache when size and mtime match, else checked in parallel), and the cache hits."""
+    checks: list[FileCheck | None] = [None] * len(paths)
+    todo: list[tuple[int, os.stat_result]] = []
+    for i, (path, key) in enumerate(zip(paths, keys)):
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            checks[i] = FileCheck("bad", reason=f"unreadable ({exc.strerror})")
+            continue
+        checks[i] = cache.get(key, stat)
+        if checks[i] is None:
+            todo.append((i, stat))
+    if todo:
+        cache.converted.mkdir(parents=True, exist_ok=True)
+        # Threads: Pillow releases the GIL while it decodes, so files are checked in parallel.
+        with ThreadPoolExecutor() as pool, _progress(len(todo), what) as advance:
+            results = pool.map(lambda job: check_file(Path(paths[job[0]]), cache.converted), todo)
+            for (i, stat), check in zip(todo, results):
+                checks[i] = check
+                cache.put(keys[i], stat, check)
+                advance()
+    return checks, len(paths) - len(todo)
+
+
+@contextmanager
+def _progress(total: int, what: str):
+    """A rich progress bar on stderr for long scans; nothing for short ones or when stderr is not a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if total < PROGRESS_MIN_FILES or not console.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import MofNCompleteColumn, Progress
+
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"checking {what}", total=total)
+        yield lambda: progress.advance(task)
+
+
+# --------------------------------------------------------------------------- a folder of classes
+
+
+@dataclass
+class FolderScan:
+    """The usable images of a folder-per-class tree, and what was left out of it."""
+
+    root: Path
+    class_names: list[str]
+    files: list[str]  # usable images (original paths), class by class, sorted
+    labels: np.ndarray  # int, index into class_names
+    readable: list[str]  # per file, what TensorFlow reads: the file itself or its converted PNG
+    checks: list[FileCheck]  # per file: format, mode, size, content hash
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path relative to root, reason)
+    ignored: int = 0  # hidden files and files that are not images
+    dropped_classes: list[str] = field(default_factory=list)  # empty, dropped by allow_empty_classes
+    scanned: int = 0  # files looked at
+    cached: int = 0  # of which answered by the cache
+    seconds: float = 0.0
+
+
+def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: str = "skip",
+                allow_empty_classes: bool = False, ignore_classes: list[str] = (), key: str = "data.dir") -> FolderScan:
+    """Check every file of `root/<class>/**`; `class_names` forces the classes (a validation or test folder).
+
+    Raises ImgclsError for a missing folder, fewer than 2 classes, a class without
+    usable images (unless `allow_empty_classes`), and any bad file when
+    `on_bad_image` is "error".
+    """
+    start = time.perf_counter()
+    root = Path(root)
+    names = _class_folders(root, class_names, ignore_classes, key)
+    cache = ScanCache(cache_folder(root))
+    keys, labels, ignored = [], [], 0
+    for index, name in enumerate(names):
+        found, hidden = _walk(root, name)
+        keys += found
+        labels += [index] * len(found)
+        ignored += hidden
+    paths = [os.path.join(root, key) for key in keys]  # plain strings: pathlib is slow for 100,000 files
+    checks, cached = check_files(paths, keys, cache, what=f"{len(paths):,} files in {root}")
+    cache.save(keep=set(keys))
+
+    scan = FolderScan(root, names, [], np.zeros(0, np.int64), [], [], scanned=len(paths), cached=cached)
+    kept_labels = []
+    for path, key, label, check in zip(paths, keys, labels, checks):
+        if check.kind == "image":
+            scan.files.append(path)
+            scan.readable.append(cache.readable_path(path, check))
+            scan.checks.append(check)
+            kept_labels.append(label)
+        elif check.kind == "bad":
+            scan.bad.append((key, check.reason))
+        else:
+            scan.ignored += 1
+    scan.ignored += ignored
+    scan.labels = np.asarray(kept_labels, dtype=np.int64)
+    if scan.bad and on_bad_image == "error":
+        raise ImgclsError(f"{root}: {len(scan.bad)} bad image file(s): {describe_bad(scan.bad)}; fix or remove them, "
+                          "or set data.on_bad_image: skip to leave them out")
+    if class_names is None:
+        _drop_empty_classes(scan, allow_empty_classes)
+    scan.seconds = time.perf_counter() - start
+    return scan
+
+
+def describe_bad(bad: list[tuple[str, str]], limit: int = 3) -> str:
+    """'a.jpg (truncated), b.png (empty file) and 5 more' for one-line messages."""
+    shown = ", ".join(f"{path} ({reason})" for path, reason in bad[:limit])
+    return shown + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
+
+
+def _class_folders(root: Path, class_names: list[str] | None, ignore: list[str], key: str) -> list[str]:
+    if not root.is_dir():
+        raise ImgclsError(
+            f"data folder not found: {root} (set {key} to a folder with one sub-folder per class; "
+            f"relative paths start from {Path.cwd()})"
+        )
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if class_names is None:
+        if len(found) < 2:
+            what = f"only one class folder ({found[0]})" if found else "no class sub-folders"
+            raise ImgclsError(f"{root}: {what}; a classifier needs at least 2 (put each class's images in data/<class_name>/)")
+        return found
+    missing = sorted(set(class_names) - set(found))
+    extra = sorted(set(found) - set(class_names) - set(ignore))
+    if missing or extra:
+        what = "; ".join(([f"missing class folders {missing}"] if missing else []) +
+                         ([f"class folders the training data does not have {extra}"] if extra else []))
+        raise ImgclsError(f"{root}: {what}; it must have the same classes as the training data")
+    return list(class_names)
+
+
+def _walk(root: Path, class_name: str) -> tuple[list[str], int]:
+    """Paths ("class/sub/file", sorted) of every file under root/class_name, and how many hidden files were skipped.
+
+    Hidden files and folders are skipped; folder links are not followed.
+    """
+    files, hidden = [], 0
+    for parent, dirs, names in os.walk(os.path.join(root, class_name)):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        prefix = Path(os.path.relpath(parent, root)).as_posix()
+        for name in names:
+            if name.startswith("."):
+                hidden += 1
+            else:
+                files.append(f"{prefix}/{name}")
+    return sorted(files), hidden
+
+
+def _drop_empty_classes(scan: FolderScan, allow: bool) -> None:
+    counts = np.bincount(scan.labels, minlength=len(scan.class_names))
+    empty = [name for name, n in zip(scan.class_names, counts) if n == 0]
+    if empty and not allow:
+        name = empty[0]
+        bad = sum(1 for path, _ in scan.bad if path.split("/", 1)[0] == name)
+        why = f" ({bad} bad file(s) skipped)" if bad else ""
+        more = f" (and {len(empty) - 1} more empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""
+        raise ImgclsError(f"{scan.root / name}: no usable images in this class folder{why}{more}; add images, "
+                          "remove the folder, or set data.allow_empty_classes: true to drop it")
+    if not empty:
+        return
+    keep = [i for i, n in enumerate(counts) if n > 0]
+    if len(keep) < 2:
+        raise ImgclsError(f"{scan.root}: only {len(keep)} class(es) with usable images; a classifier needs at least 2")
+    new_index = {old: new for new, old in enumerate(keep)}
+    scan.labels = np.asarray([new_index[label] for label in scan.labels], dtype=np.int64)
+    scan.dropped_classes = empty
+    scan.class_names = [scan.class_names[i] for i in keep]
+
+
+# --------------------------------------------------------------------------- loose files (predict)
+
+
+def check_loose_files(files: list[Path]) -> tuple[list[FileCheck], ScanCache]:
+    """FileChecks of files outside any data folder, cached in the user cache folder by absolute path."""
+    cache = ScanCache(cache_folder(None))
+    paths = [str(f) for f in files]
+    checks, _ = check_files(paths, [str(Path(p).resolve()) for p in paths], cache, what=f"{len(paths):,} files")
+    cache.save()
+    return checks, cache
+
+
+def readable_paths(files: list[Path]) -> list[str]:
+    """Per image file, the path TensorFlow should read (converted when needed); a bad file is an ImgclsError."""
+    checks, cache = check_loose_files(files)
+    readable = []
+    for file, check in zip(files, checks):
+        if check.kind != "image":
+            raise ImgclsError(f"{file}: {check.reason or 'not an image'}; remove it or pass other files")
+        readable.append(cache.readable_path(file, check))
+    return readable

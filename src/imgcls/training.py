@@ -1,11 +1,13 @@
 """Training: one straight path from a validated config to a finished run folder.
 
-    split_data -> setup_runtime -> make_datasets -> build_model -> compile -> create run -> fit -> artifacts
+    plan_data (scan, split) -> setup_runtime -> make_datasets -> build_model -> compile
+        -> create the run folder -> fit -> artifacts
 
-`train` writes config.yaml, classes.json and split.csv before the first
-step, history.csv after every epoch, best.keras whenever the monitored
-metric improves, and metrics.json plus history.png at the end, also when
-the run is interrupted with Ctrl-C.
+`train` writes config.yaml, classes.json, split.csv and skipped_files.txt
+(and duplicates.csv when there are any) before the first step, history.csv
+after every epoch, best.keras whenever the monitored metric improves, and
+metrics.json plus history.png at the end, also when the run is interrupted
+with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Callable
 import imgcls
 from imgcls import runs
 from imgcls.config import Config
+from imgcls.data import DataPlan, plan_data
+from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
 
@@ -30,38 +34,47 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
     return "min" if "loss" in monitor else "max"
 
 
-def train(config: Config, make_run: Callable[[], Path], log: Callable[[str], None] = print,
-          command: str = "") -> tuple[Path, dict[str, Any]]:
+def train(config: Config, make_run: Callable[[], Path], log: Callable | None = None, command: str = "",
+          plan: DataPlan | None = None) -> tuple[Path, dict[str, Any]]:
     """Train `config`; return the run folder and what its metrics.json holds.
 
     `make_run` creates the run folder. It is called only once the data is
-    split and the model compiled, so a bad input leaves no empty run behind.
+    planned and the model compiled, so bad input leaves no empty run behind.
+    `plan` is the data plan when the caller has made it already.
     """
-    from imgcls.data import make_datasets, split_data
+    from rich.console import Console
+    from rich.text import Text
 
-    split = split_data(config)  # before TensorFlow: data errors answer fast
+    log = log or Console(stderr=True, soft_wrap=True).print
+    plan = plan or plan_data(config)
     info = setup_runtime(config.runtime)
     import keras
 
+    from imgcls.data import make_datasets
     from imgcls.models import build_model
     from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
 
     log(f"{info}")
-    n_train, n_val = len(split.train_files), len(split.val_files)
+    datasets = make_datasets(plan, config)
+    n_train, n_val, n_test = len(datasets.train_files), len(datasets.val_files), len(datasets.test_files)
     steps_per_epoch = math.ceil(n_train / config.data.batch_size)
-    log(f"{split.num_classes} classes, {n_train} training and {n_val} validation images, {steps_per_epoch} steps per epoch")
-    train_ds, val_ds = make_datasets(split, config)
+    test = f" and {n_test} held-out test" if n_test else ""
+    log(f"{datasets.num_classes} classes, {n_train} training, {n_val} validation{test} images, {steps_per_epoch} steps per epoch")
+    if plan.class_weight:
+        weights = ", ".join(f"{name} {plan.class_weight[i]:.3g}" for i, name in enumerate(plan.class_names))
+        log(Text(f"class weights (train.class_weight): {weights}"))
 
-    model = build_model(config, split.num_classes)
+    model = build_model(config, datasets.num_classes)
     model.compile(
         optimizer=build_optimizer(config.train, steps_per_epoch),
         loss=build_loss(config),
-        metrics=build_metrics(config, split.num_classes),
+        metrics=build_metrics(config, datasets.num_classes),
         jit_compile=config.runtime.jit_compile,
     )
     run = make_run()
     log(f"run folder: {run}")
-    _write_run_start(config, run, split, resolve_schedule(config.train, steps_per_epoch), info, command)
+    print_report(plan, log, skipped_file=run / runs.SKIPPED)
+    _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
     recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train)
     callbacks, early_stopping = _build_callbacks(config, run, recorder, keras)
 
@@ -69,7 +82,7 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable[[str], Non
     start = time.perf_counter()
     try:
         # shuffle=False: the dataset already reshuffles single images every epoch.
-        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
+        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, class_weight=plan.class_weight,
                   callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt:
         status = "interrupted"
@@ -78,7 +91,8 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable[[str], Non
         status = "stopped_early"
 
     metrics = _summarise(config, recorder.rows, status, time.perf_counter() - start, recorder, info, model)
-    metrics.update(train_images=n_train, val_images=n_val, classes=split.num_classes)
+    metrics.update(train_images=n_train, val_images=n_val, test_images=n_test, classes=datasets.num_classes,
+                   skipped_files=len(plan.bad_files()))
     runs.write_json(run / runs.METRICS, metrics)
     if recorder.rows:
         from imgcls.plots import plot_history
@@ -87,8 +101,8 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable[[str], Non
     return run, metrics
 
 
-def _write_run_start(config, run, split, schedule, info, command) -> None:
-    """Everything needed to understand and repeat the run, written before the first step."""
+def _write_run_start(config, run, plan, schedule, info, command) -> None:
+    """Everything needed to understand, audit and repeat the run, written before the first step."""
     resolved = config.to_dict()
     resolved["imgcls"] = {
         "version": imgcls.__version__,
@@ -100,17 +114,16 @@ def _write_run_start(config, run, split, schedule, info, command) -> None:
         "precision": info.precision,
         "learning_rate_schedule": schedule,
         "data_dir": str(Path(config.data.dir).resolve()),
+        "cache": plan.cache.mode,
     }
     runs.write_yaml(run / runs.CONFIG, resolved)
-    runs.write_json(run / runs.CLASSES, split.class_names)
-    rows = []
-    for subset, files, labels, root in (
-        ("train", split.train_files, split.train_labels, config.data.dir),
-        ("val", split.val_files, split.val_labels, config.data.val_dir or config.data.dir),
-    ):
-        rows += [{"path": Path(f).relative_to(root).as_posix(), "class": split.class_names[label], "subset": subset}
-                 for f, label in zip(files, labels)]
-    runs.write_history(run / "split.csv", rows)
+    runs.write_json(run / runs.CLASSES, plan.class_names)
+    runs.write_history(run / runs.SPLIT, plan.split_rows())
+    write_skipped(plan, run / runs.SKIPPED)
+    if plan.duplicates:
+        runs.write_history(run / runs.DUPLICATES, [
+            {"subset": d.subset, "path": plan.relative(d.path), "same_as_subset": d.same_as_subset,
+             "same_as": plan.relative(d.same_as), "dropped": d.dropped} for d in plan.duplicates])
 
 
 def tf_version() -> str:

@@ -126,13 +126,17 @@ def classification_report(y_true, probs: np.ndarray, class_names: list[str], top
 # --------------------------------------------------------------------------- which images
 
 
+ARTIFACTS = {"eval": runs.EVAL, "confusion_matrix": runs.CONFUSION_PNG,
+             "confusion_matrix_normalized": runs.CONFUSION_NORMALIZED_PNG, "misclassified": runs.MISCLASSIFIED_PNG}
+
+
 def artifact_name(name: str, tag: str) -> str:
     """eval.json -> eval_test.json: one set of files per evaluated split or folder."""
     stem, dot, ext = name.rpartition(".")
     return f"{stem}{tag}{dot}{ext}"
 
 
-def _split_images(run: Path, raw_config: dict, split: str, class_names: list[str]) -> tuple[Path, list[str], np.ndarray]:
+def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, list[str], np.ndarray]:
     """The files and labels of one subset of the run's split.csv."""
     rows = [row for row in runs.read_split(run) if row["subset"] == split]
     if not rows:
@@ -140,10 +144,11 @@ def _split_images(run: Path, raw_config: dict, split: str, class_names: list[str
             raise ImgclsError(f"{run}: split.csv has no test images (the run was trained without a test split); "
                               "evaluate --split val, or another folder with --data DIR")
         raise ImgclsError(f"{run}: split.csv has no {split} images")
-    data = raw_config["data"]
-    # val_dir/test_dir subsets are listed relative to their own folder, the rest to data.dir.
-    own = data.get(f"{split}_dir")
-    root = Path(own) if own else Path((raw_config.get("imgcls") or {}).get("data_dir") or data["dir"])
+    config = runs.read_config(run)
+    # val_dir/test_dir subsets are listed relative to their own folder, the rest to data.dir
+    # (whose absolute path training recorded, so evaluate works from any working directory).
+    own = config["data"].get(f"{split}_dir")
+    root = Path(own) if own else Path((config.get("imgcls") or {}).get("data_dir") or config["data"]["dir"])
     index = {name: i for i, name in enumerate(class_names)}
     unknown = sorted({row["class"] for row in rows} - set(index))
     if unknown:
@@ -188,16 +193,14 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
 
     run = runs.resolve_run(run)
     config = load_config(run / runs.CONFIG)
-    raw_config = runs.read_config(run)
     class_names = runs.read_classes(run)
     if data_dir is not None:
         root, files, labels = _folder_images(data_dir, class_names)
         tag = "_data-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_dir).resolve().name) or "folder")
     else:
-        root, files, labels = _split_images(run, raw_config, split, class_names)
+        root, files, labels = _split_images(run, split, class_names)
         tag = "" if split == "val" else f"_{split}"
-    model = load_model(run)
-    outputs, targets = _predict(model, files, labels, config, len(class_names))
+    outputs, targets = _predict(load_model(run), files, labels, config, len(class_names))
     probs = class_probabilities(outputs)
 
     report = classification_report(labels, probs, class_names, default_top_k(len(class_names), config.evaluate.top_k))
@@ -207,14 +210,10 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
               # The training loss itself (label smoothing included), so it compares with val_loss.
               "loss": float(np.asarray(build_loss(config)(targets, outputs))), **report}
     worst = most_confident_mistakes(labels, probs, config.evaluate.misclassified)
-    result["misclassified"] = [
-        {"path": files[i], "true": class_names[labels[i]], "predicted": class_names[int(probs[i].argmax())],
-         "confidence": float(probs[i].max())}
-        for i in worst
-    ]
-    result["files"] = {key: artifact_name(base, tag) for key, base in (
-        ("eval", runs.EVAL), ("confusion_matrix", runs.CONFUSION_PNG),
-        ("confusion_matrix_normalized", runs.CONFUSION_NORMALIZED_PNG), ("misclassified", runs.MISCLASSIFIED_PNG))}
+    result["misclassified"] = [{"path": files[i], "true": class_names[labels[i]],
+                                "predicted": class_names[int(probs[i].argmax())], "confidence": float(probs[i].max())}
+                               for i in worst]
+    result["files"] = {key: artifact_name(base, tag) for key, base in ARTIFACTS.items()}
     _draw(run, result, [_pixels(files[i], config) for i in worst])
     runs.write_json(run / result["files"]["eval"], result)
     return result

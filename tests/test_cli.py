@@ -80,6 +80,10 @@ def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
     predictions = json.loads(result.stdout)
     assert len(predictions) == 8
     assert all(sum(t["confidence"] for t in p["top_k"]) == pytest.approx(1.0, abs=1e-5) for p in predictions)
+    run = (tmp_path / "runs" / "latest").resolve()
+    report, metrics = runs.read_json(run / "eval.json"), runs.read_json(run / "metrics.json")
+    assert report["accuracy"] == pytest.approx(metrics["best"]["val_accuracy"], abs=1e-6)  # one sigmoid, two classes
+    assert report["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
 
 
 def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_path, tiny_config, monkeypatch):
@@ -104,6 +108,7 @@ def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_pa
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
     assert len(runs.read_history(run)) == 2
     assert (run / "best.keras").is_file() and (run / "history.png").is_file()
+    assert not (run / "eval.json").exists()  # evaluation is skipped after Ctrl-C
 
 
 def test_early_stopping_records_the_status(cli, tmp_path, tiny_config):

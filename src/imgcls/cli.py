@@ -13,6 +13,7 @@ import functools
 import json
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -151,7 +152,7 @@ def plot(
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: <first run>/history.png)."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
 ):
-    """Plot accuracy and loss curves of one or more runs."""
+    """Plot accuracy, loss and learning rate per epoch of one or more runs, best epoch marked."""
     from imgcls.plots import plot_history
     from imgcls.runs import HISTORY_PNG, read_history, resolve_run
 
@@ -160,6 +161,85 @@ def plot(
         read_history(run)  # a run without history fails here with its name
     path = plot_history(resolved, out_file or resolved[0] / HISTORY_PNG)
     out.print(str(path), highlight=False)
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Optional[Path] = typer.Argument(None, help="Run folder (default: runs/latest)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Evaluate this folder (same class sub-folders as the run) instead of the run's split."),
+    split: Optional[Split] = typer.Option(None, "--split", help="Subset of the run's split.csv to evaluate (default: val)."),
+    as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the report."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+):
+    """Accuracy, top-k, loss and per-class precision/recall/F1 of a run's best.keras; confusion matrix and mistakes as PNGs."""
+    from imgcls.runs import resolve_run
+
+    if data is not None and split is not None:
+        raise ImgclsError("--split picks images of the run's split.csv; with --data DIR the whole folder is evaluated: give one of them")
+    run_dir = resolve_run(run, runs_dir)
+
+    from imgcls.evaluate import evaluate_run, report_table
+
+    result = evaluate_run(run_dir, split=split.value if split else "val", data_dir=data)
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    checkpoint = result["checkpoint"]
+    source = f"{result['split']} split of {result['data']}" if result["split"] else result["data"]
+    out.print(f"[bold]{result['run']}[/]: {checkpoint['file']} (epoch {checkpoint['epoch']}, best {checkpoint['monitor']}) "
+              f"on the {source}: {result['images']} images, {len(result['classes'])} classes", highlight=False)
+    top = f"   top-{result['top_k']['k']} accuracy [bold]{result['top_k']['accuracy']:.4f}[/]" if result["top_k"] else ""
+    out.print(f"accuracy [bold]{result['accuracy']:.4f}[/]{top}   loss [bold]{result['loss']:.4f}[/]", highlight=False)
+    out.print(report_table(result))
+    out.print(f"wrote {', '.join(result['files'].values())} in {run_dir}", highlight=False)
+
+
+@app.command("runs")
+@user_errors
+def runs_command(
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of the table."),
+):
+    """List runs: name, date, model, epochs, best val accuracy, wall time, status."""
+    from imgcls.runs import describe_run, list_runs
+
+    described = [describe_run(run) for run in list_runs(runs_dir)]
+    if as_json:
+        out.print_json(json.dumps(described, ensure_ascii=False))
+        return
+    if not described:
+        err.print(f"no runs in {runs_dir}/ (train one with: imgcls train configs/digits.yaml)")
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold", show_edge=False)
+    for column in ("run", "date", "model", "epochs", "best val acc", "wall time", "status"):
+        table.add_column(column, justify="right" if column in ("epochs", "best val acc", "wall time") else "left",
+                         no_wrap=column != "run")
+    for r in described:
+        accuracy = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
+        table.add_row(r["name"], r["date"], r["model"], f"{r['epochs_run']}/{r['epochs_planned']}", accuracy,
+                      _duration(r["wall_time_s"]), _STATUS_STYLE.get(r["status"], r["status"]))
+    # Piped output has no terminal width to respect: never squeeze names into "digits-2…".
+    (out if out.is_terminal else Console(width=200)).print(table)
+
+
+_STATUS_STYLE = {"finished": "[green]finished[/]", "stopped_early": "[green]stopped early[/]",
+                 "interrupted": "[yellow]interrupted[/]", "failed": "[red]failed[/]", "running": "[cyan]running[/]"}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 @app.command()

@@ -247,6 +247,19 @@ class CallbacksConfig(Section):
     tensorboard: bool = Field(False, description="write TensorBoard logs to <run>/tensorboard")
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+class EvaluateConfig(Section):
+    after_training: bool = Field(
+        True, description="evaluate best.keras at the end of training (val, and test when there is one): eval.json and plots"
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="top-k accuracy to report; null = top-5 when there are more than 5 classes, else none"
+    )
+    misclassified: int = Field(25, ge=0, le=100, description="images in misclassified.png (the most confident mistakes)")
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -268,6 +281,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @property
@@ -286,6 +300,13 @@ class Config(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """max for accuracy-like metrics, min for losses (Keras' own 'auto' would pick min for auc)."""
+    if mode != "auto":
+        return mode
+    return "min" if "loss" in monitor else "max"
 
 
 def _check_combinations(config: Config) -> list[str]:
@@ -466,7 +487,7 @@ def render_defaults() -> str:
     lines = ["# imgcls reference config: every key, its default and what it means.",
              "# Only data.dir is required. Override any key with --set section.key=value."]
     sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                "callbacks": CallbacksConfig, "runtime": RuntimeConfig}
+                "callbacks": CallbacksConfig, "evaluate": EvaluateConfig, "runtime": RuntimeConfig}
     for section, cls in sections.items():
         lines.append("")
         lines.append(f"{section}:")

@@ -95,11 +95,15 @@ def predict_files(run: Path, files: list[Path], top_k: int = 1, batch_size: int 
     return to_predictions(files, probs, class_names, top_k)
 
 
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """One probability per class: a single sigmoid output (label_mode binary) becomes two."""
+    probs = np.asarray(outputs, dtype=np.float64)
+    return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
+
+
 def to_predictions(files, probs: np.ndarray, class_names: list[str], top_k: int) -> list[Prediction]:
-    """Turn model outputs into labelled predictions; a single sigmoid output becomes two class probabilities."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape[1] == 1:
-        probs = np.concatenate([1 - probs, probs], axis=1)
+    """Turn model outputs into labelled predictions."""
+    probs = class_probabilities(probs)
     k = max(1, min(top_k, len(class_names)))
     results = []
     for path, p in zip(files, probs):

@@ -7,7 +7,8 @@
 (and duplicates.csv when there are any) before the first step, history.csv
 after every epoch, best.keras whenever the monitored metric improves, and
 metrics.json plus history.png at the end, also when the run is interrupted
-with Ctrl-C.
+with Ctrl-C. Then `imgcls.evaluate` reports on
+best.keras (eval.json and its plots), unless the run was interrupted.
 """
 
 from __future__ import annotations
@@ -21,17 +22,10 @@ from typing import Any, Callable
 
 import imgcls
 from imgcls import runs
-from imgcls.config import Config
+from imgcls.config import Config, monitor_mode
 from imgcls.data import DataPlan, plan_data
 from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
-
-
-def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    """max for accuracy-like metrics, min for losses (Keras' own 'auto' would pick min for auc)."""
-    if mode != "auto":
-        return mode
-    return "min" if "loss" in monitor else "max"
 
 
 def train(config: Config, make_run: Callable[[], Path], log: Callable | None = None, command: str = "",
@@ -98,6 +92,9 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
         from imgcls.plots import plot_history
 
         plot_history([run], run / runs.HISTORY_PNG)
+    from imgcls.evaluate import evaluate_after_training
+
+    evaluate_after_training(config, run, status, log)
     return run, metrics
 
 
@@ -199,9 +196,7 @@ class EpochRecorder:
 
 def _summarise(config, rows, status, wall_time, recorder, info, model) -> dict[str, Any]:
     monitor = config.callbacks.checkpoint.monitor
-    mode = monitor_mode(monitor, config.callbacks.checkpoint.mode)
-    scored = [r for r in rows if monitor in r]
-    best = (max if mode == "max" else min)(scored, key=lambda r: r[monitor]) if scored else None
+    best = runs.best_row(rows, monitor, config.callbacks.checkpoint.mode)
     return {
         "status": status,
         "monitor": monitor,

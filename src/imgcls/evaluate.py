@@ -1,0 +1,311 @@
+"""Evaluate: how good a run's best.keras is, class by class, and where it goes wrong.
+
+    evaluate_run(run)                      the run's own validation images (split.csv)
+    evaluate_run(run, split="test")        its held-out test images, when it has them
+    evaluate_run(run, data_dir="holdout")  any folder with the run's class folders
+
+The images are the ones training recorded in split.csv, so the numbers are
+reproducible: nothing is re-split. They go through `imgcls.data.make_dataset`
+(the same `load_image` preprocessing and batches as training's validation),
+and the loss is the run's own Keras loss, so the accuracy equals the
+val_accuracy that history.csv recorded for the checkpointed epoch.
+
+The metric functions at the top are plain NumPy on arrays of labels and
+probabilities; everything printed or drawn comes from `classification_report`.
+Conventions: a class that is never predicted has precision 0 (and F1 0);
+macro averages weigh every class the same, weighted ones by support.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from imgcls import runs
+from imgcls.errors import ImgclsError
+
+# --------------------------------------------------------------------------- metrics (NumPy only)
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """counts[i, j]: images of true class i predicted as class j."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (the recall of its class on the diagonal); empty rows stay 0."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return _divide(matrix, matrix.sum(axis=1, keepdims=True))
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, and 0 where b is 0 (a score with nothing to count is 0, not NaN)."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return np.divide(a, b, out=np.zeros(a.shape), where=b != 0)
+
+
+def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """precision, recall, F1 and support of every class, from a confusion matrix."""
+    matrix = np.asarray(matrix)
+    hits = np.diag(matrix)
+    support = matrix.sum(axis=1)
+    precision = _divide(hits, matrix.sum(axis=0))
+    recall = _divide(hits, support)
+    return {"precision": precision, "recall": recall, "f1": _divide(2 * precision * recall, precision + recall),
+            "support": support}
+
+
+def averages(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Macro (every class counts the same) and weighted (by support) precision, recall and F1."""
+    support = scores["support"]
+    total = int(support.sum())
+    result = {}
+    for name, weights in (("macro", np.ones(len(support))), ("weighted", support)):
+        result[name] = {key: float(_divide((scores[key] * weights).sum(), weights.sum()))
+                        for key in ("precision", "recall", "f1")}
+        result[name]["support"] = total
+    return result
+
+
+def top_k_accuracy(y_true, probs: np.ndarray, k: int) -> float:
+    """Share of images whose true class is among the k most likely.
+
+    Ties at the boundary count as inside, as in Keras' top-k metrics
+    (tf.math.in_top_k): the true class is in if fewer than k classes score higher.
+    """
+    probs = np.asarray(probs)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    truth = probs[np.arange(len(y_true)), y_true]
+    return float(np.mean((probs > truth[:, None]).sum(axis=1) < k))
+
+
+def most_confident_mistakes(y_true, probs: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of wrong predictions, most confident first (the worst mistakes)."""
+    probs = np.asarray(probs)
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != np.asarray(y_true))
+    order = np.argsort(-probs[wrong, predicted[wrong]], kind="stable")
+    return wrong[order][:limit]
+
+
+def default_top_k(num_classes: int, configured: int | None) -> int | None:
+    """The configured k, else 5 when there are more than 5 classes (with fewer, top-5 is always 1)."""
+    if configured is not None:
+        return min(configured, num_classes)
+    return 5 if num_classes > 5 else None
+
+
+def classification_report(y_true, probs: np.ndarray, class_names: list[str], top_k: int | None) -> dict[str, Any]:
+    """Every figure `imgcls evaluate` prints, from true labels and class probabilities."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    matrix = confusion_matrix(y_true, probs.argmax(axis=1), len(class_names))
+    scores = per_class_scores(matrix)
+    means = averages(scores)
+    return {
+        "images": int(len(y_true)),
+        "accuracy": float(np.trace(matrix) / max(1, matrix.sum())),
+        "top_k": {"k": top_k, "accuracy": top_k_accuracy(y_true, probs, top_k)} if top_k else None,
+        "per_class": [
+            {"class": name, "precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
+             "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
+            for i, name in enumerate(class_names)
+        ],
+        "macro_avg": means["macro"],
+        "weighted_avg": means["weighted"],
+        "classes": list(class_names),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- which images
+
+
+ARTIFACTS = {"eval": runs.EVAL, "confusion_matrix": runs.CONFUSION_PNG,
+             "confusion_matrix_normalized": runs.CONFUSION_NORMALIZED_PNG, "misclassified": runs.MISCLASSIFIED_PNG}
+
+
+def artifact_name(name: str, tag: str) -> str:
+    """eval.json -> eval_test.json: one set of files per evaluated split or folder."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}{tag}{dot}{ext}"
+
+
+def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, list[str], list[str], np.ndarray]:
+    """The files, what TensorFlow reads for each (see scan.py), and labels of one subset of the run's split.csv."""
+    from imgcls.scan import readable_paths
+
+    rows = [row for row in runs.read_split(run) if row["subset"] == split]
+    if not rows:
+        if split == "test":
+            raise ImgclsError(f"{run}: split.csv has no test images (the run was trained without a test split); "
+                              "evaluate --split val, or another folder with --data DIR")
+        raise ImgclsError(f"{run}: split.csv has no {split} images")
+    config = runs.read_config(run)
+    # val_dir/test_dir subsets are listed relative to their own folder, the rest to data.dir
+    # (whose absolute path training recorded, so evaluate works from any working directory).
+    own = config["data"].get(f"{split}_dir")
+    root = Path(own) if own else Path((config.get("imgcls") or {}).get("data_dir") or config["data"]["dir"])
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({row["class"] for row in rows} - set(index))
+    if unknown:
+        raise ImgclsError(f"{run}/split.csv: classes {unknown} are not in classes.json; the run folder is inconsistent")
+    files = [str(root / row["path"]) for row in rows]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise ImgclsError(f"{root}: {len(missing)} of the {len(files)} {split} images in split.csv are missing "
+                          f"(first: {missing[0]}); restore the data folder, or evaluate another folder with --data DIR")
+    labels = np.asarray([index[row["class"]] for row in rows], dtype=np.int64)
+    return root, files, readable_paths([Path(f) for f in files]), labels
+
+
+def _folder_images(data_dir: Path, class_names: list[str]) -> tuple[Path, list[str], list[str], np.ndarray]:
+    """The usable images of a folder-per-class tree that has exactly the run's classes (bad files are skipped)."""
+    from imgcls.data import list_images
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ImgclsError(f"--data {root}: folder not found (give a folder with one sub-folder per class)")
+    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    missing, extra = sorted(set(class_names) - found), sorted(found - set(class_names))
+    if missing or extra:
+        raise ImgclsError(f"{root}: its class folders differ from the run's {len(class_names)} classes: "
+                          f"missing {missing}, not in the run {extra}; evaluate a folder with exactly the run's classes")
+    listing = list_images(root, class_names)
+    return root, listing.files, listing.readable, listing.labels
+
+
+# --------------------------------------------------------------------------- evaluating a run
+
+
+def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate the run's best.keras; write eval.json and the plots into the run; return eval.json's content."""
+    from imgcls.config import load_config
+    from imgcls.optim import build_loss
+    from imgcls.predict import class_probabilities, load_model
+
+    run = runs.resolve_run(run)
+    config = load_config(run / runs.CONFIG)
+    class_names = runs.read_classes(run)
+    if data_dir is not None:
+        root, files, readable, labels = _folder_images(data_dir, class_names)
+        tag = "_data-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_dir).resolve().name) or "folder")
+    else:
+        root, files, readable, labels = _split_images(run, split, class_names)
+        tag = "" if split == "val" else f"_{split}"
+    outputs, targets = _predict(load_model(run), readable, labels, config, len(class_names))
+    probs = class_probabilities(outputs)
+
+    report = classification_report(labels, probs, class_names, default_top_k(len(class_names), config.evaluate.top_k))
+    result = {"run": run.name, "split": None if data_dir is not None else split, "data": str(Path(root).resolve()),
+              "checkpoint": _checkpoint(run, config), "images": report.pop("images"), "accuracy": report.pop("accuracy"),
+              "top_k": report.pop("top_k"),
+              # The training loss itself (label smoothing included), so it compares with val_loss.
+              "loss": float(np.asarray(build_loss(config)(targets, outputs))), **report}
+    worst = most_confident_mistakes(labels, probs, config.evaluate.misclassified)
+    result["misclassified"] = [{"path": files[i], "true": class_names[labels[i]],
+                                "predicted": class_names[int(probs[i].argmax())], "confidence": float(probs[i].max())}
+                               for i in worst]
+    result["files"] = {key: artifact_name(base, tag) for key, base in ARTIFACTS.items()}
+    _draw(run, result, [_pixels(readable[i], config) for i in worst])
+    runs.write_json(run / result["files"]["eval"], result)
+    return result
+
+
+def _predict(model, files: list[str], labels: np.ndarray, config, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model outputs and encoded targets, batch by batch, through training's validation pipeline."""
+    from imgcls.data import make_dataset
+
+    # One pass: caching would only hold every decoded image in memory for nothing.
+    one_pass = config.model_copy(update={"data": config.data.model_copy(update={"cache": False})})
+    outputs, targets = [], []
+    for images, encoded in make_dataset(files, labels, one_pass, num_classes, training=False):
+        outputs.append(np.asarray(model.predict_on_batch(images)))
+        targets.append(encoded.numpy())
+    return np.concatenate(outputs), np.concatenate(targets)
+
+
+def _checkpoint(run: Path, config) -> dict[str, Any]:
+    """Which epoch best.keras holds, and what training measured for it."""
+    best = runs.best_epoch(run) or {}
+    return {"file": runs.MODEL, "epoch": int(best["epoch"]) if "epoch" in best else None,
+            "monitor": config.callbacks.checkpoint.monitor,
+            "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss")}
+
+
+def _pixels(path: str, config) -> np.ndarray:
+    """What the model saw: `load_image` output, uint8."""
+    from imgcls.data import load_image
+
+    return load_image(path, config.data.image_size, config.channels).numpy()
+
+
+def _draw(run: Path, result: dict[str, Any], worst_images: list[np.ndarray]) -> None:
+    """The confusion matrices (counts and row-normalized) and the grid of the worst mistakes."""
+    from imgcls.plots import plot_confusion_matrix, plot_misclassified
+
+    files = result["files"]
+    matrix = np.asarray(result["confusion_matrix"])
+    where = f"{result['run']}, " + (f"{result['split']} split" if result["split"] else f"folder {Path(result['data']).name}")
+    about = f"{where}: {result['images']} images, accuracy {result['accuracy']:.4f}"
+    plot_confusion_matrix(matrix, result["classes"], run / files["confusion_matrix"], title=f"Confusion matrix (counts)\n{about}")
+    plot_confusion_matrix(normalize_rows(matrix), result["classes"], run / files["confusion_matrix_normalized"],
+                          normalized=True, title=f"Confusion matrix, rows normalized (recall on the diagonal)\n{about}")
+    wrong = result["images"] - int(np.trace(matrix))
+    plot_misclassified(worst_images, result["misclassified"], run / files["misclassified"],
+                       title=f"Most confident mistakes: {len(worst_images)} of {wrong} wrong\n{about}")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line for training's log."""
+    top = f", top-{result['top_k']['k']} {result['top_k']['accuracy']:.4f}" if result["top_k"] else ""
+    where = result["split"] or result["data"]
+    return (f"evaluation on {where} ({result['images']} images): accuracy {result['accuracy']:.4f}{top}, "
+            f"loss {result['loss']:.4f}, macro F1 {result['macro_avg']['f1']:.4f}; wrote {result['files']['eval']} and plots")
+
+
+def report_table(result: dict[str, Any]):
+    """The per-class precision / recall / F1 / support table, with macro and weighted averages."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("class", overflow="fold")
+    for column in ("precision", "recall", "f1", "support"):
+        table.add_column(column, justify="right")
+    for row in result["per_class"]:
+        table.add_row(row["class"], *_scores(row))
+    table.add_section()
+    table.add_row("macro avg", *_scores(result["macro_avg"]), style="italic")
+    table.add_row("weighted avg", *_scores(result["weighted_avg"]), style="italic")
+    return table
+
+
+def _scores(row: dict[str, Any]) -> list[str]:
+    return [f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])]
+
+
+def evaluate_after_training(config, run: Path, status: str, log: Callable[[str], None]) -> None:
+    """Training's last step: evaluate best.keras on val (and test) so every run folder has the report.
+
+    Skipped after Ctrl-C (the user wants out). Training's own artifacts are
+    already written, so an evaluation problem is reported, not raised.
+    """
+    if not config.evaluate.after_training or not (Path(run) / runs.MODEL).is_file():
+        return
+    if status == "interrupted":
+        log(f"evaluation skipped; run it with: imgcls evaluate {run}")
+        return
+    subsets = {row["subset"] for row in runs.read_split(run)}
+    for split in [s for s in ("val", "test") if s in subsets]:
+        try:
+            log(summary_line(evaluate_run(run, split=split)))
+        except ImgclsError as exc:
+            log(f"evaluation on {split} failed: {exc}")

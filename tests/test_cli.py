@@ -406,11 +406,34 @@ def test_error_run_name_cannot_escape_the_runs_folder(cli, tiny_config, tmp_path
 # --------------------------------------------------------------------------- start-up
 
 
-def test_help_and_config_commands_do_not_import_tensorflow():
+def test_help_config_and_argument_errors_do_not_import_tensorflow(tiny_config):
+    """Importing TensorFlow takes seconds: only commands that compute may pay for it."""
+    invocations = [["--help"], ["config", "--defaults"], ["models"], ["train", "--help"], ["predict"],
+                   ["train", "missing.yaml"], ["train", str(tiny_config), "--set", "train.epoch=3"],
+                   ["summary", str(tiny_config), "--set", "model.name=nope"]]
     code = ("import sys; from typer.testing import CliRunner; from imgcls.cli import app; r = CliRunner();"
-            "r.invoke(app, ['--help']); r.invoke(app, ['config', '--defaults']); r.invoke(app, ['models']);"
-            "print('tensorflow' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+            f"codes = [r.invoke(app, args).exit_code for args in {invocations!r}];"
+            "print(codes, 'tensorflow' in sys.modules)")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    assert output == "[0, 0, 0, 0, 2, 2, 2, 2] False"
+
+
+def test_predict_sends_images_through_the_model_in_batches(trained_run, tiny_data, monkeypatch):
+    from imgcls import predict
+
+    calls = []
+    real_load = predict.load_model
+
+    def counting_load(run):
+        model = real_load(run)
+        real_predict = model.predict_on_batch
+        model.predict_on_batch = lambda batch: calls.append(len(batch)) or real_predict(batch)
+        return model
+
+    monkeypatch.setattr(predict, "load_model", counting_load)
+    files = sorted(tiny_data.rglob("*.png"))
+    assert len(predict.predict_files(trained_run, files)) == 36
+    assert calls == [36]
 
 
 def test_python_dash_m_imgcls_works():

@@ -26,6 +26,35 @@ def test_precision_sets_the_global_keras_policy(precision):
     assert info.precision == precision
 
 
+@pytest.mark.parametrize("gpus, flags, expected", [
+    ([(8, 0)], set(), "mixed_float16"),              # tensor cores
+    ([(8, 6), (6, 1)], set(), "float32"),            # one GPU without tensor cores
+    ([], {"avx2", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),
+    ([], {"avx2", "avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ([], {"avx", "avx2", "fma"}, "float32"),         # bf16 would be emulated: slower
+])
+def test_auto_precision_follows_the_hardware(gpus, flags, expected):
+    from imgcls.runtime import choose_precision
+
+    precision, why = choose_precision("auto", gpus, flags)
+    assert precision == expected and why.startswith("auto")
+
+
+def test_an_explicit_precision_is_used_as_given():
+    from imgcls.runtime import choose_precision
+
+    assert choose_precision("mixed_bfloat16", [], set()) == ("mixed_bfloat16", "")
+
+
+def test_auto_settings_on_this_cpu_are_printed_with_the_reason():
+    from imgcls.runtime import choose_precision, cpu_flags
+
+    info = setup_runtime(RuntimeConfig(device="cpu"))
+    assert info.precision == choose_precision("auto", [], cpu_flags())[0]
+    assert info.jit_compile is False  # XLA stays off on CPUs
+    assert "auto:" in str(info)
+
+
 def test_cpu_device_runs_on_the_cpu():
     assert setup_runtime(RuntimeConfig(device="cpu")).device == "CPU"
 

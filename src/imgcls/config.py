@@ -265,10 +265,15 @@ class EvaluateConfig(Section):
 
 class RuntimeConfig(Section):
     device: Literal["auto", "cpu", "gpu"] | int = Field("auto", description="auto | cpu | gpu | a GPU index (0, 1, ...)")
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
-        "float32", description="float32 | mixed_float16 (GPU) | mixed_bfloat16; the output layer always stays float32"
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "auto", description="auto (mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with AMX/AVX512-BF16, "
+        "else float32) | float32 | mixed_float16 | mixed_bfloat16; the output layer always stays float32"
     )
-    jit_compile: bool = Field(False, description="compile the train step with XLA (helps on GPU, slows this kind of CPU)")
+    jit_compile: Literal["auto"] | bool = Field(
+        "auto", description="XLA for the train step: auto (on for GPUs, off for CPUs, where it is slower) | true | false"
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads per op (intra-op); null = TensorFlow's default, all cores")
+    inter_op_threads: int | None = Field(None, ge=1, description="ops run in parallel (inter-op); null = TensorFlow's default")
     seed: int = Field(42, description="seeds Python, NumPy and TensorFlow (weights, shuffling)")
     deterministic: bool = Field(False, description="TensorFlow op determinism: identical reruns, somewhat slower")
 

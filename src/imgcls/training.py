@@ -63,7 +63,7 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
         optimizer=build_optimizer(config.train, steps_per_epoch),
         loss=build_loss(config),
         metrics=build_metrics(config, datasets.num_classes),
-        jit_compile=config.runtime.jit_compile,
+        jit_compile=info.jit_compile,
     )
     run = make_run()
     log(f"run folder: {run}")
@@ -109,6 +109,7 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
         "command": command,
         "device": info.device,
         "precision": info.precision,
+        "jit_compile": info.jit_compile,
         "learning_rate_schedule": schedule,
         "data_dir": str(Path(config.data.dir).resolve()),
         "cache": plan.cache.mode,

@@ -7,6 +7,8 @@
         history.csv     one row per epoch: epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds
         history.png     accuracy and loss curves
         metrics.json    best epoch and its metrics, epochs run, wall time, images/s, status
+        split.csv       every image once: path (relative to the data folder), class, subset (train, val)
+        export/         models written by `imgcls export`, one folder per format
     runs/latest         symlink to the newest run (a one-line pointer file where symlinks are impossible)
 
 Every file is written to a temporary name in the same folder and renamed into
@@ -37,6 +39,8 @@ MODEL = "best.keras"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 METRICS = "metrics.json"
+SPLIT = "split.csv"
+EXPORT = "export"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -172,3 +176,18 @@ def read_history(run: Path) -> list[dict[str, float]]:
         raise ImgclsError(f"{run}: no {HISTORY_CSV} yet (the run has not finished an epoch)")
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def read_split(run: Path, subset: str) -> list[tuple[Path, str]]:
+    """(image path, class) of one subset of split.csv, resolved against the run's data folder; [] without one."""
+    path = Path(run) / SPLIT
+    if not path.is_file():
+        return []
+    config = read_config(run)
+    data = config["data"]
+    if subset == "val" and data.get("val_dir"):
+        root = Path(data["val_dir"])
+    else:  # the absolute path recorded at training time, so any working folder finds the images
+        root = Path((config.get("imgcls") or {}).get("data_dir") or data["dir"])
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(root / row["path"], row["class"]) for row in csv.DictReader(f) if row["subset"] == subset]

@@ -190,12 +190,26 @@ def test_error_unknown_format_or_quantization(cli, run):
     assert_user_error(cli("export", run, "--format", "savedmodel", "--quantize", "int8"), "tflite only")
 
 
-def test_error_int8_without_readable_training_images(cli, run, tmp_path):
+def run_without_its_data(run: Path, tmp_path: Path) -> Path:
+    """A copy of the run whose data folder is gone, as on another machine."""
     moved = tmp_path / "run-elsewhere"
     shutil.copytree(run, moved, ignore=shutil.ignore_patterns("export"))
     config = runs.read_config(moved)
     config["data"]["dir"] = config["imgcls"]["data_dir"] = str(tmp_path / "deleted-data")
     (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    return moved
+
+
+def test_export_without_the_data_folder_is_kept_but_marked_unchecked(cli, run, tmp_path):
+    moved = run_without_its_data(run, tmp_path)
+    result = cli("export", moved, "--format", "keras")
+    assert result.exit_code == 0 and "the export was not checked" in result.stderr
+    info = json.loads((moved / "export" / "keras" / "export.json").read_text())
+    assert "skipped" in info["verification"]
+
+
+def test_error_int8_without_readable_training_images(cli, run, tmp_path):
+    moved = run_without_its_data(run, tmp_path)
     assert_user_error(cli("export", moved, "--format", "tflite", "--quantize", "int8"),
                       "int8 calibrates on training images", "none of the 27 training images", "--quantize dynamic")
     assert not (moved / "export").exists()

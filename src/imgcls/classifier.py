@@ -42,10 +42,7 @@ class Classifier:
 
     @classmethod
     def from_run(cls, run: Path) -> Classifier:
-        path = Path(run) / runs.MODEL
-        if not path.is_file():
-            raise ImgclsError(f"{run}: no {runs.MODEL} (the run did not finish an epoch); train again or pick another run")
-        return _keras_classifier(path, runs.read_classes(run))
+        return _keras_classifier(best_model_path(run), runs.read_classes(run))
 
     @classmethod
     def from_path(cls, path: Path) -> Classifier:
@@ -59,6 +56,13 @@ class Classifier:
         if path.is_file() and path.suffix == ".tflite":
             return _tflite_classifier(path, read_labels(path.parent))
         raise ImgclsError(f"{path}: not a model imgcls can read; give {KINDS}")
+
+
+def best_model_path(run: Path) -> Path:
+    path = Path(run) / runs.MODEL
+    if not path.is_file():
+        raise ImgclsError(f"{run}: no {runs.MODEL} (the run did not finish an epoch); train again or pick another run")
+    return path
 
 
 def read_labels(folder: Path) -> list[str]:
@@ -94,7 +98,7 @@ def load_keras(path: Path, compile: bool = True):
 def _keras_classifier(path: Path, class_names: list[str]) -> Classifier:
     # Not compiled: no optimizer state, which an export would otherwise carry along.
     model = load_keras(path, compile=False)
-    _, height, width, channels = model.input_shape
+    height, width, channels = _image_shape(model.input_shape, path)
     return Classifier(class_names, (height, width), channels,
                       lambda images: np.asarray(model.predict_on_batch(images.astype(np.float32))),
                       "keras", path, model)
@@ -107,8 +111,11 @@ def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
         serve = loaded.signatures["serving_default"]
     except Exception as exc:
         raise ImgclsError(f"{path}: cannot load the SavedModel ({_first_line(exc)})") from None
-    [(name, spec)] = serve.structured_input_signature[1].items()
-    _, height, width, channels = spec.shape
+    inputs = serve.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ImgclsError(f"{path}: serving_default takes {len(inputs)} inputs; imgcls needs one batch of images")
+    [(name, spec)] = inputs.items()
+    height, width, channels = _image_shape(spec.shape, path)
 
     def predict_batch(images: np.ndarray) -> np.ndarray:
         outputs = serve(**{name: tf.constant(images, dtype=spec.dtype)})
@@ -123,7 +130,7 @@ def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
     except Exception as exc:
         raise ImgclsError(f"{path}: cannot load the TFLite model ({_first_line(exc)})") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    _, height, width, channels = source["shape"]
+    height, width, channels = _image_shape(source["shape"], path)
 
     def predict_batch(images: np.ndarray) -> np.ndarray:
         # The batch size is 1 in the file; the last batch is smaller than the others.
@@ -134,7 +141,16 @@ def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
         interpreter.invoke()
         return _dequantize(interpreter.get_tensor(target["index"]), target)
 
-    return Classifier(class_names, (int(height), int(width)), int(channels), predict_batch, "tflite", path, interpreter)
+    return Classifier(class_names, (height, width), channels, predict_batch, "tflite", path, interpreter)
+
+
+def _image_shape(shape, path: Path) -> tuple[int, int, int]:
+    """(height, width, channels) of a model's [batch, h, w, c] input, which imgcls must know to resize images."""
+    dims = list(shape)
+    if len(dims) != 4 or any(d is None or int(d) < 1 for d in dims[1:]) or int(dims[3]) not in (1, 3):
+        raise ImgclsError(f"{path}: input shape {dims} is not [batch, height, width, 1 or 3]; "
+                          "imgcls predicts with image models of a fixed size")
+    return int(dims[1]), int(dims[2]), int(dims[3])
 
 
 def _tflite_interpreter():

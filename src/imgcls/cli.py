@@ -156,8 +156,8 @@ def export(
                   f"largest probability difference {check['max_probability_difference']:.2g}; "
                   f"accuracy {check['keras_accuracy']:.1%} (keras) vs {check['exported_accuracy']:.1%} (exported)", highlight=False)
         if check["top1_agreement"] < 1:
-            err.print(f"[yellow]note:[/] {quantize} changed the top-1 class of "
-                      f"{round((1 - check['top1_agreement']) * check['images'])} image(s)")
+            changed = round((1 - check["top1_agreement"]) * check["images"])
+            err.print(f"[yellow]note:[/] the export changed the top-1 class of {changed} of {check['images']} images")
     size, source_size = info["size_bytes"], info["source_size_bytes"]
     ratio = f"{source_size / size:.1f}x smaller" if size <= source_size else f"{size / source_size:.1f}x larger"
     err.print(f"size: {_kilobytes(size)} ({target.name}) vs {_kilobytes(source_size)} (best.keras), {ratio}", highlight=False)

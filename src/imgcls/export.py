@@ -83,7 +83,7 @@ def export_run(run: Path, fmt: str, quantize: str = "none", out: Path | None = N
         model_path = WRITERS[fmt](source, building, quantize, representative)
         runs.write_text(building / LABELS, "".join(f"{name}\n" for name in source.class_names))
         exported = Classifier.from_path(model_path)
-        log(f"written; checking it against best.keras on {VERIFY_IMAGES} validation images at most ...")
+        log(f"checking the exported model against best.keras on up to {VERIFY_IMAGES} validation images ...")
         verification = verify(run, source, exported, quantize)
         info = _describe(run, source, exported, fmt, quantize, model_path, building, verification)
         runs.write_json(building / EXPORT_INFO, info)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls import runs
-from imgcls.classifier import Classifier, load_keras
+from imgcls.classifier import Classifier, best_model_path, load_keras
 from imgcls.data import images_dataset, is_image_file
 from imgcls.errors import ImgclsError
 from imgcls.scan import check_image
@@ -55,10 +54,7 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 def load_model(run: Path):
     """The run's best.keras, compiled, loaded in safe mode (no code from the file is executed)."""
-    path = Path(run) / runs.MODEL
-    if not path.is_file():
-        raise ImgclsError(f"{run}: no {runs.MODEL} (the run did not finish an epoch); train again or pick another run")
-    return load_keras(path)
+    return load_keras(best_model_path(run))
 
 
 def predict_files(source: Path | Classifier, files: list[Path], top_k: int = 1, batch_size: int = 64) -> list[Prediction]:

@@ -418,21 +418,16 @@ def test_help_config_and_argument_errors_do_not_import_tensorflow(tiny_config):
     assert output == "[0, 0, 0, 0, 2, 2, 2, 2] False"
 
 
-def test_predict_sends_images_through_the_model_in_batches(trained_run, tiny_data, monkeypatch):
+def test_predict_sends_images_through_the_model_in_batches(trained_run, tiny_data):
     from imgcls import predict
+    from imgcls.classifier import Classifier
 
     calls = []
-    real_load = predict.load_model
-
-    def counting_load(run):
-        model = real_load(run)
-        real_predict = model.predict_on_batch
-        model.predict_on_batch = lambda batch: calls.append(len(batch)) or real_predict(batch)
-        return model
-
-    monkeypatch.setattr(predict, "load_model", counting_load)
+    classifier = Classifier.from_run(trained_run)
+    real_predict = classifier.predict_batch
+    classifier.predict_batch = lambda batch: calls.append(len(batch)) or real_predict(batch)
     files = sorted(tiny_data.rglob("*.png"))
-    assert len(predict.predict_files(trained_run, files)) == 36
+    assert len(predict.predict_files(classifier, files)) == 36
     assert calls == [36]
 
 

@@ -87,18 +87,23 @@ def train(
 def predict(
     paths: List[Path] = typer.Argument(..., help="Images, or folders searched recursively."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: runs/latest)."),
+    model: Optional[Path] = typer.Option(None, help="Instead of a run: a .keras file, a SavedModel folder or a .tflite file, "
+                                                    "with labels.txt beside it (what `imgcls export` writes)."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
     top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Show the K most likely labels."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
 ):
-    """Predict the class of images with a trained run."""
+    """Predict the class of images with a trained run or an exported model."""
+    from imgcls.classifier import Classifier
     from imgcls.predict import collect_images, predict_files
     from imgcls.runs import resolve_run
 
-    run_dir = resolve_run(run, runs_dir)
+    if run is not None and model is not None:
+        raise ImgclsError("give --run or --model, not both")
+    source = Classifier.from_path(model) if model is not None else resolve_run(run, runs_dir)
     files = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}"))
-    predictions = predict_files(run_dir, files, top_k=top_k)
+    predictions = predict_files(source, files, top_k=top_k)
     if as_json:
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
     else:
@@ -143,6 +148,49 @@ def inspect(
         out.print_json(json.dumps({**facts(plan), "sample_grid": str(grid)}, ensure_ascii=False))
     else:
         out.print(f"sample grid: {grid}", highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+def export(
+    run: Optional[Path] = typer.Argument(None, help="Run folder (default: runs/latest)."),
+    format_: str = typer.Option(..., "--format", "-f", help="savedmodel (TF Serving) | tflite (phones, Raspberry Pi) | keras."),
+    quantize: str = typer.Option("none", "--quantize", "-q",
+                                 help="tflite only: none (float32) | float16 | dynamic | int8 (full integer, calibrated on training images)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default: RUN/export/<format>[-<quantize>])."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+):
+    """Export a run's best model with its labels, checked against the Keras model on validation images."""
+    from imgcls.export import check_request
+    from imgcls.runs import resolve_run
+
+    check_request(format_, quantize)
+    run_dir = resolve_run(run, runs_dir)
+
+    from imgcls.export import default_target, export_run
+    from imgcls.runtime import import_tensorflow
+
+    import_tensorflow()
+    target = out_dir or default_target(run_dir, format_, quantize)
+    info = export_run(run_dir, format_, quantize, target, log=err.print)
+    check = info["verification"]
+    if "skipped" in check:
+        err.print(f"[yellow]warning:[/] {check['skipped']}")
+    else:
+        err.print(f"top-1 agreement with best.keras: {check['top1_agreement']:.1%} of {check['images']} {check['subset']} images; "
+                  f"largest probability difference {check['max_probability_difference']:.2g}; "
+                  f"accuracy {check['keras_accuracy']:.1%} (keras) vs {check['exported_accuracy']:.1%} (exported)", highlight=False)
+        if check["top1_agreement"] < 1:
+            changed = round((1 - check["top1_agreement"]) * check["images"])
+            err.print(f"[yellow]note:[/] the export changed the top-1 class of {changed} of {check['images']} images")
+    size, source_size = info["size_bytes"], info["source_size_bytes"]
+    ratio = f"{source_size / size:.1f}x smaller" if size <= source_size else f"{size / source_size:.1f}x larger"
+    err.print(f"size: {_kilobytes(size)} ({target.name}) vs {_kilobytes(source_size)} (best.keras), {ratio}", highlight=False)
+    out.print(str(target), highlight=False)
+
+
+def _kilobytes(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
 
 
 @app.command()

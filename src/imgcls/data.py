@@ -297,7 +297,18 @@ def load_image(path: tf.Tensor, image_size: tuple[int, int], channels: int) -> t
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    return decode_image(tf.io.read_file(path), image_size, channels)
+
+
+def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int) -> tf.Tensor:
+    """`load_image` after the file is read: encoded bytes to uint8 [h, w, channels].
+
+    Separate so an exported SavedModel can take encoded JPEG/PNG bytes and
+    prepare them exactly as training did.
+    """
+    import tensorflow as tf
+
+    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
     image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 

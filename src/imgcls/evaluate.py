@@ -140,27 +140,23 @@ def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, 
     """The files, what TensorFlow reads for each (see scan.py), and labels of one subset of the run's split.csv."""
     from imgcls.scan import readable_paths
 
-    rows = [row for row in runs.read_split(run) if row["subset"] == split]
+    rows = runs.subset_images(run, split)
     if not rows:
         if split == "test":
             raise ImgclsError(f"{run}: split.csv has no test images (the run was trained without a test split); "
                               "evaluate --split val, or another folder with --data DIR")
         raise ImgclsError(f"{run}: split.csv has no {split} images")
-    config = runs.read_config(run)
-    # val_dir/test_dir subsets are listed relative to their own folder, the rest to data.dir
-    # (whose absolute path training recorded, so evaluate works from any working directory).
-    own = config["data"].get(f"{split}_dir")
-    root = Path(own) if own else Path((config.get("imgcls") or {}).get("data_dir") or config["data"]["dir"])
+    root = runs.subset_root(run, split)
     index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted({row["class"] for row in rows} - set(index))
+    unknown = sorted({name for _, name in rows} - set(index))
     if unknown:
         raise ImgclsError(f"{run}/split.csv: classes {unknown} are not in classes.json; the run folder is inconsistent")
-    files = [str(root / row["path"]) for row in rows]
+    files = [str(path) for path, _ in rows]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise ImgclsError(f"{root}: {len(missing)} of the {len(files)} {split} images in split.csv are missing "
+        raise ImgclsError(f"{len(missing)} of the {len(files)} {split} images in split.csv are missing "
                           f"(first: {missing[0]}); restore the data folder, or evaluate another folder with --data DIR")
-    labels = np.asarray([index[row["class"]] for row in rows], dtype=np.int64)
+    labels = np.asarray([index[name] for _, name in rows], dtype=np.int64)
     return root, files, readable_paths([Path(f) for f in files]), labels
 
 
@@ -187,7 +183,7 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
     """Evaluate the run's best.keras; write eval.json and the plots into the run; return eval.json's content."""
     from imgcls.config import load_config
     from imgcls.optim import build_loss
-    from imgcls.predict import class_probabilities, load_model
+    from imgcls.predict import as_class_probabilities, load_model
 
     run = runs.resolve_run(run)
     config = load_config(run / runs.CONFIG)
@@ -199,7 +195,7 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
         root, files, readable, labels = _split_images(run, split, class_names)
         tag = "" if split == "val" else f"_{split}"
     outputs, targets = _predict(load_model(run), readable, labels, config, len(class_names))
-    probs = class_probabilities(outputs)
+    probs = as_class_probabilities(outputs)
 
     report = classification_report(labels, probs, class_names, default_top_k(len(class_names), config.evaluate.top_k))
     result = {"run": run.name, "split": None if data_dir is not None else split, "data": str(Path(root).resolve()),

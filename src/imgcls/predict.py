@@ -1,9 +1,10 @@
-"""Predict: class probabilities for image files, from a run's best.keras.
+"""Predict: class probabilities for image files, from a run or an exported model.
 
 Files are checked and, when TensorFlow needs it, converted by the same scan
 as training data (imgcls.scan); then they go through `imgcls.data.load_image`
 (the training preprocessing, not a copy), in batches via tf.data, with one
-model load per call.
+model load per call. The model is a `Classifier`, so a run's best.keras, a
+SavedModel and a TFLite file all take the same path.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from imgcls import runs
+from imgcls.classifier import Classifier, best_model_path, load_keras
 from imgcls.data import images_dataset
 from imgcls.errors import ImgclsError
 from imgcls.scan import check_loose_files, readable_paths
@@ -65,45 +66,35 @@ def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None)
 
 
 def load_model(run: Path):
-    """The run's best.keras, loaded in safe mode (no code from the file is executed)."""
-    path = Path(run) / runs.MODEL
-    if not path.is_file():
-        raise ImgclsError(f"{run}: no {runs.MODEL} (the run did not finish an epoch); train again or pick another run")
-    from imgcls.runtime import import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # a damaged or foreign file: say which and why, without a traceback
-        raise ImgclsError(f"{path}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    """The run's best.keras, compiled, loaded in safe mode (no code from the file is executed)."""
+    return load_keras(best_model_path(run))
 
 
-def predict_files(run: Path, files: list[Path], top_k: int = 1, batch_size: int = 64) -> list[Prediction]:
-    config = runs.read_config(run)
-    class_names = runs.read_classes(run)
-    model = load_model(run)
-    data = config["data"]
-    channels = 3 if data["color_mode"] == "rgb" else 1
-    # The scan's conversion: a WebP, EXIF-rotated or transparent image reaches the model as in training.
-    ds = images_dataset(readable_paths(files), tuple(data["image_size"]), channels)
+def predict_files(source: Path | Classifier, files: list[Path], top_k: int = 1, batch_size: int = 64) -> list[Prediction]:
+    """Predictions for `files` from a run folder or an opened `Classifier` (e.g. an exported model)."""
+    classifier = source if isinstance(source, Classifier) else Classifier.from_run(source)
+    return to_predictions(files, class_probabilities(classifier, files, batch_size), classifier.class_names, top_k)
+
+
+def class_probabilities(classifier: Classifier, files: list[Path], batch_size: int = 64) -> np.ndarray:
+    """The classifier's outputs for `files`, prepared by load_image, in batches."""
     import tensorflow as tf
 
-    ds = ds.batch(batch_size).map(lambda x: tf.cast(x, tf.float32)).prefetch(tf.data.AUTOTUNE)
-    probs = np.concatenate([model.predict_on_batch(batch) for batch in ds])
-    return to_predictions(files, probs, class_names, top_k)
+    # The scan's conversion: a WebP, EXIF-rotated or transparent image reaches the model as in training.
+    ds = images_dataset(readable_paths(files), classifier.image_size, classifier.channels)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return np.concatenate([classifier.predict_batch(batch.numpy()) for batch in ds])
 
 
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """One probability per class: a single sigmoid output (label_mode binary) becomes two."""
-    probs = np.asarray(outputs, dtype=np.float64)
+def as_class_probabilities(probs: np.ndarray) -> np.ndarray:
+    """One probability per class: a single sigmoid output becomes two columns."""
+    probs = np.asarray(probs, dtype=np.float64)
     return np.concatenate([1 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
 
 
 def to_predictions(files, probs: np.ndarray, class_names: list[str], top_k: int) -> list[Prediction]:
-    """Turn model outputs into labelled predictions."""
-    probs = class_probabilities(probs)
+    """Turn model outputs into labelled predictions; a single sigmoid output becomes two class probabilities."""
+    probs = as_class_probabilities(probs)
     k = max(1, min(top_k, len(class_names)))
     results = []
     for path, p in zip(files, probs):

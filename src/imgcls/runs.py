@@ -14,6 +14,7 @@
         process.json    host and process id of the training process (tells a crashed run from a running one)
         eval.json       `imgcls evaluate` on the val split: every figure it prints (eval_test.json for test)
         confusion_matrix.png, confusion_matrix_normalized.png, misclassified.png   its plots
+        export/         models written by `imgcls export`, one folder per format
     runs/latest         symlink to the newest run (a one-line pointer file where symlinks are impossible)
 
 Every file is written to a temporary name in the same folder and renamed into
@@ -57,6 +58,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_NORMALIZED_PNG = "confusion_matrix_normalized.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 STATUSES = ("finished", "stopped_early", "interrupted", "failed", "running", "unknown")
+EXPORT = "export"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -213,6 +215,26 @@ def read_split(run: Path) -> list[dict[str, str]]:
         raise ImgclsError(f"{run}: no {SPLIT}; the run did not get far enough to record its split")
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def subset_root(run: Path, subset: str) -> Path:
+    """The folder split.csv's paths of `subset` are relative to.
+
+    val_dir and test_dir subsets are listed from their own folder, the rest from
+    data.dir, whose absolute path training recorded, so any working folder works.
+    """
+    config = read_config(run)
+    data = config["data"]
+    own = data.get(f"{subset}_dir")
+    return Path(own) if own else Path((config.get("imgcls") or {}).get("data_dir") or data["dir"])
+
+
+def subset_images(run: Path, subset: str) -> list[tuple[Path, str]]:
+    """(image path, class) of one subset of split.csv; [] when the run has no split.csv."""
+    if not (Path(run) / SPLIT).is_file():
+        return []
+    root = subset_root(run, subset)
+    return [(root / row["path"], row["class"]) for row in read_split(run) if row["subset"] == subset]
 
 
 def read_metrics(run: Path) -> dict[str, Any] | None:

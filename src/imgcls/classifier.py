@@ -1,0 +1,191 @@
+"""Classifier: a trained model from any artifact, behind one batched call.
+
+    Classifier.from_run(run)        a run's best.keras with its classes.json
+    Classifier.from_path(path)      a .keras file, a SavedModel folder or a .tflite file,
+                                    with labels.txt beside it (what `imgcls export` writes)
+
+Every kind takes the same input, a batch of uint8 images prepared by
+`imgcls.data.load_image`, and returns class probabilities, so `imgcls
+predict` and the export check use one prediction path for all of them.
+Nothing is executed from a model file: .keras loads in Keras' safe mode,
+SavedModel and TFLite files hold graphs, not Python.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from imgcls import runs
+from imgcls.errors import ImgclsError
+
+LABELS = "labels.txt"
+EXPORT_INFO = "export.json"
+SAVED_MODEL_PB = "saved_model.pb"
+KINDS = "a .keras file, a SavedModel folder or a .tflite file"
+
+
+@dataclass
+class Classifier:
+    class_names: list[str]
+    image_size: tuple[int, int]
+    channels: int
+    predict_batch: Callable[[np.ndarray], np.ndarray]  # uint8 [n, h, w, c] -> probabilities [n, outputs]
+    kind: str  # keras | savedmodel | tflite
+    source: Path
+    model: Any = None  # the loaded Keras model, SavedModel or interpreter
+
+    @classmethod
+    def from_run(cls, run: Path) -> Classifier:
+        return _keras_classifier(best_model_path(run), runs.read_classes(run))
+
+    @classmethod
+    def from_path(cls, path: Path) -> Classifier:
+        path = Path(path)
+        if not path.exists():
+            raise ImgclsError(f"{path}: no such model file or folder; give {KINDS}")
+        if path.is_dir() and (path / SAVED_MODEL_PB).is_file():
+            return _savedmodel_classifier(path, read_labels(path))
+        if path.is_file() and path.suffix == ".keras":
+            return _keras_classifier(path, read_labels(path.parent))
+        if path.is_file() and path.suffix == ".tflite":
+            return _tflite_classifier(path, read_labels(path.parent))
+        raise ImgclsError(f"{path}: not a model imgcls can read; give {KINDS}")
+
+
+def best_model_path(run: Path) -> Path:
+    path = Path(run) / runs.MODEL
+    if not path.is_file():
+        raise ImgclsError(f"{run}: no {runs.MODEL} (the run did not finish an epoch); train again or pick another run")
+    return path
+
+
+def read_labels(folder: Path) -> list[str]:
+    """Class names in output order: labels.txt, else export.json, else a run's classes.json."""
+    folder = Path(folder)
+    if (folder / LABELS).is_file():
+        return [line for line in (folder / LABELS).read_text(encoding="utf-8").splitlines() if line]
+    if (folder / EXPORT_INFO).is_file():
+        return list(json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))["classes"])
+    if (folder / runs.CLASSES).is_file():
+        return runs.read_classes(folder)
+    raise ImgclsError(f"{folder}: no {LABELS} beside the model; export with `imgcls export`, "
+                      "or write the class names there, one a line, in output order")
+
+
+def _tensorflow():
+    from imgcls.runtime import import_tensorflow
+
+    return import_tensorflow()
+
+
+def load_keras(path: Path, compile: bool = True):
+    """A .keras file loaded in safe mode (no code from the file is executed)."""
+    _tensorflow()
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except Exception as exc:  # a damaged or foreign file: say which and why, without a traceback
+        raise ImgclsError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+
+
+def _keras_classifier(path: Path, class_names: list[str]) -> Classifier:
+    # Not compiled: no optimizer state, which an export would otherwise carry along.
+    model = load_keras(path, compile=False)
+    height, width, channels = _image_shape(model.input_shape, path)
+    return Classifier(class_names, (height, width), channels,
+                      lambda images: np.asarray(model.predict_on_batch(images.astype(np.float32))),
+                      "keras", path, model)
+
+
+def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
+    tf = _tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+        serve = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise ImgclsError(f"{path}: cannot load the SavedModel ({_first_line(exc)})") from None
+    inputs = serve.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ImgclsError(f"{path}: serving_default takes {len(inputs)} inputs; imgcls needs one batch of images")
+    [(name, spec)] = inputs.items()
+    height, width, channels = _image_shape(spec.shape, path)
+
+    def predict_batch(images: np.ndarray) -> np.ndarray:
+        outputs = serve(**{name: tf.constant(images, dtype=spec.dtype)})
+        return next(iter(outputs.values())).numpy()
+
+    return Classifier(class_names, (height, width), channels, predict_batch, "savedmodel", path, loaded)
+
+
+def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
+    try:
+        interpreter = _tflite_interpreter()(model_path=str(path))
+    except Exception as exc:
+        raise ImgclsError(f"{path}: cannot load the TFLite model ({_first_line(exc)})") from None
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    height, width, channels = _image_shape(source["shape"], path)
+
+    def predict_batch(images: np.ndarray) -> np.ndarray:
+        # The batch size is 1 in the file; the last batch is smaller than the others.
+        if tuple(interpreter.get_input_details()[0]["shape"]) != images.shape:
+            interpreter.resize_tensor_input(source["index"], images.shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], _quantize(images, source))
+        interpreter.invoke()
+        return _dequantize(interpreter.get_tensor(target["index"]), target)
+
+    return Classifier(class_names, (height, width), channels, predict_batch, "tflite", path, interpreter)
+
+
+def _image_shape(shape, path: Path) -> tuple[int, int, int]:
+    """(height, width, channels) of a model's [batch, h, w, c] input, which imgcls must know to resize images."""
+    dims = list(shape)
+    if len(dims) != 4 or any(d is None or int(d) < 1 for d in dims[1:]) or int(dims[3]) not in (1, 3):
+        raise ImgclsError(f"{path}: input shape {dims} is not [batch, height, width, 1 or 3]; "
+                          "imgcls predicts with image models of a fixed size")
+    return int(dims[1]), int(dims[2]), int(dims[3])
+
+
+def _tflite_interpreter():
+    """The standalone LiteRT interpreter when installed, else TensorFlow's own (deprecated, still shipped)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        tf = _tensorflow()
+
+        def interpreter(**kwargs):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+                return tf.lite.Interpreter(**kwargs)
+
+        return interpreter
+
+
+def _quantize(images: np.ndarray, detail: dict) -> np.ndarray:
+    """Pixels in the input's dtype: int8 models carry a scale and zero point."""
+    scale, zero_point = detail["quantization"]
+    dtype = detail["dtype"]
+    if not scale:
+        return images.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    values = values.astype(np.float32)
+    return (values - zero_point) * scale if scale else values
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

@@ -65,7 +65,7 @@ def small_classes(plan: DataPlan) -> list[str]:
 # --------------------------------------------------------------------------- the printed report
 
 
-def print_report(plan: DataPlan, log: Callable, skipped_file: Path | None = None, details: bool = False) -> None:
+def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None = None, details: bool = False) -> None:
     """The scan summary, warnings, class table and cache choice, as rich renderables passed to `log`.
 
     Bad files are named up to SHOW_BAD, then counted and pointed to

@@ -41,6 +41,8 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
 
     log = log or Console(stderr=True, soft_wrap=True).print
     plan = plan or plan_data(config)
+    # The data report comes before TensorFlow's slow start, so data surprises show at once.
+    print_report(plan, log, skipped_file=f"{runs.SKIPPED} in the run folder")
     info = setup_runtime(config.runtime)
     import keras
 
@@ -67,7 +69,6 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
     )
     run = make_run()
     log(f"run folder: {run}")
-    print_report(plan, log, skipped_file=run / runs.SKIPPED)
     _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
     recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train)
     callbacks, early_stopping = _build_callbacks(config, run, recorder, keras)

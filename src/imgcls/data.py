@@ -331,7 +331,7 @@ def _encode_labels(labels: np.ndarray, label_mode: str, num_classes: int):
 
 
 def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_classes: int, training: bool,
-                 cache: str = "memory") -> tf.data.Dataset:
+                 cache: str = "memory", first_epoch: int = 0) -> tf.data.Dataset:
     """Batches of (float32 0-255 images, labels in the form `label_mode` asks for).
 
     `files` are what TF reads (the scan's `readable` paths). `cache` is
@@ -339,6 +339,12 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     cache the decoded uint8 images (a quarter of float32's memory), *then*
     shuffle single images (a new order of images, not just of batches, every
     epoch), then batch, cast and prefetch.
+
+    A training dataset holds epochs `first_epoch` .. `train.epochs - 1` back to
+    back (fit it with steps_per_epoch), each shuffled with a seed derived from
+    the epoch number: a resumed run sees exactly the order an uninterrupted
+    run would have seen, which TF's own reshuffling (a counter inside the
+    process) cannot give.
     """
     import tensorflow as tf
 
@@ -354,9 +360,14 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
                 stale.unlink(missing_ok=True)
         ds = ds.cache(cache)
     if training:
-        buffer = data.shuffle_buffer or len(files)
-        ds = ds.shuffle(buffer, seed=config.runtime.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(data.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+        buffer, seed = data.shuffle_buffer or len(files), config.runtime.seed
+        one_pass = ds
+        ds = tf.data.Dataset.range(first_epoch, config.train.epochs).flat_map(
+            lambda epoch: one_pass.shuffle(buffer, seed=seed + epoch * 7919, reshuffle_each_iteration=False)
+            .batch(data.batch_size))
+    else:
+        ds = ds.batch(data.batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -388,8 +399,11 @@ class Datasets:
         return len(self.class_names)
 
 
-def make_datasets(plan: DataPlan, config: Config) -> Datasets:
-    """The tf.data pipelines of a plan: train and val cached as `plan.cache` says, test never cached."""
+def make_datasets(plan: DataPlan, config: Config, first_epoch: int = 0) -> Datasets:
+    """The tf.data pipelines of a plan: train and val cached as `plan.cache` says, test never cached.
+
+    `train` holds the epochs from `first_epoch` (0-based) to the last; see `make_dataset`.
+    """
     n = plan.num_classes
 
     def build(subset: str, training: bool) -> tf.data.Dataset:
@@ -397,7 +411,7 @@ def make_datasets(plan: DataPlan, config: Config) -> Datasets:
         cache = plan.cache.mode if subset != "test" else "none"
         if cache == "disk":
             cache = _disk_cache_name(plan, subset, config)
-        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache)
+        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache, first_epoch=first_epoch)
 
     train, val, test = plan.subsets["train"], plan.subsets["val"], plan.subsets.get("test")
     return Datasets(

@@ -14,27 +14,34 @@ best.keras (eval.json and its plots), unless the run was interrupted.
 from __future__ import annotations
 
 import math
+import shlex
+import signal
 import statistics
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import imgcls
-from imgcls import runs
+from imgcls import checkpoints, runs
+from imgcls.errors import ImgclsError
 from imgcls.config import Config, monitor_mode
 from imgcls.data import DataPlan, plan_data
 from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
 
-def train(config: Config, make_run: Callable[[], Path], log: Callable | None = None, command: str = "",
-          plan: DataPlan | None = None) -> tuple[Path, dict[str, Any]]:
+def train(config: Config, make_run: Callable[[int], Path], log: Callable | None = None, command: str = "",
+          plan: DataPlan | None = None, resume: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Train `config`; return the run folder and what its metrics.json holds.
 
-    `make_run` creates the run folder. It is called only once the data is
-    planned and the model compiled, so bad input leaves no empty run behind.
-    `plan` is the data plan when the caller has made it already.
+    `make_run(bytes_needed)` creates the run folder (or, resuming, checks the
+    old one has room). It is called only once the data is planned and the
+    model compiled, so bad input leaves no empty run behind. `plan` is the
+    data plan when the caller has made it already. `resume` is a run folder
+    to continue from its last backed-up epoch (see `imgcls.checkpoints`).
     """
     from rich.console import Console
     from rich.text import Text
@@ -49,7 +56,8 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
     from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
 
     log(f"{info}")
-    datasets = make_datasets(plan, config)
+    first_epoch = checkpoints.backup_epoch(resume) if resume else 0
+    datasets = make_datasets(plan, config, first_epoch)
     n_train, n_val, n_test = len(datasets.train_files), len(datasets.val_files), len(datasets.test_files)
     steps_per_epoch = math.ceil(n_train / config.data.batch_size)
     test = f" and {n_test} held-out test" if n_test else ""
@@ -65,29 +73,44 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
         metrics=build_metrics(config, datasets.num_classes),
         jit_compile=info.jit_compile,
     )
-    run = make_run()
+    run = make_run(checkpoint_bytes(model))
     log(f"run folder: {run}")
     print_report(plan, log, skipped_file=run / runs.SKIPPED)
-    _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
-    recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train)
-    callbacks, early_stopping = _build_callbacks(config, run, recorder, keras)
+    previous: list[dict[str, float]] = []
+    restored = None
+    if resume:
+        restored = checkpoints.restore_state(model, run)
+        previous = _history_until(run, first_epoch)
+        log(f"resuming after epoch {first_epoch} of {config.train.epochs}"
+            + (f" (optimizer step {int(model.optimizer.iterations.numpy())})" if restored else " (no epoch was backed up: from the start)"))
+        _record_resume(run, config, command)
+    else:
+        _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
+    recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train, previous)
+    callbacks, early_stopping = _build_callbacks(config, run, recorder, keras, restored)
 
-    status = "finished"
+    status, stopped_by = "finished", None
     start = time.perf_counter()
     try:
-        # shuffle=False: the dataset already reshuffles single images every epoch.
-        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, class_weight=plan.class_weight,
-                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        log("\ninterrupted: the current epoch was abandoned; every completed epoch is saved")
+        with _sigterm_raises_interrupt():
+            # shuffle=False: the dataset already reshuffles single images every epoch.
+            model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, initial_epoch=first_epoch,
+                      steps_per_epoch=steps_per_epoch, class_weight=plan.class_weight,
+                      callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
+    except KeyboardInterrupt as exc:
+        status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
+        log(f"\n{_interrupted_message(run, recorder, stopped_by)}")
+    except OSError as exc:  # a full disk or a vanished folder while saving: keep what was written before
+        _write_metrics(config, run, recorder, "failed", time.perf_counter() - start, info, model, datasets, plan, previous)
+        raise ImgclsError(f"{exc.filename or run}: {exc.strerror or exc}; training stopped, the last good best.keras and "
+                          f"backup are intact; free space, then resume with: {resume_command(run)}") from None
     if status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
         status = "stopped_early"
+    if status != "interrupted":
+        checkpoints.drop_backup(run)
 
-    metrics = _summarise(config, recorder.rows, status, time.perf_counter() - start, recorder, info, model)
-    metrics.update(train_images=n_train, val_images=n_val, test_images=n_test, classes=datasets.num_classes,
-                   skipped_files=len(plan.bad_files()))
-    runs.write_json(run / runs.METRICS, metrics)
+    metrics = _write_metrics(config, run, recorder, status, time.perf_counter() - start, info, model, datasets, plan,
+                             previous, stopped_by)
     if recorder.rows:
         from imgcls.plots import plot_history
 
@@ -98,6 +121,82 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
     return run, metrics
 
 
+def _write_metrics(config, run, recorder, status, seconds, info, model, datasets, plan, previous,
+                   stopped_by: str | None = None) -> dict[str, Any]:
+    # A resumed run's wall time includes the epochs of the earlier sessions.
+    seconds += sum(row.get("seconds", 0.0) for row in previous)
+    metrics = _summarise(config, recorder.rows, status, seconds, recorder, info, model)
+    metrics.update(train_images=len(datasets.train_files), val_images=len(datasets.val_files),
+                   test_images=len(datasets.test_files), classes=datasets.num_classes, skipped_files=len(plan.bad_files()))
+    if stopped_by:
+        metrics["stopped_by"] = stopped_by  # SIGINT (Ctrl-C) or SIGTERM
+    runs.write_json(run / runs.METRICS, metrics)
+    return metrics
+
+
+def checkpoint_bytes(model) -> int:
+    """Disk space a run needs for its checkpoints: best.keras plus a backup (weights and optimizer slots), with room to rename."""
+    return int(model.count_params()) * 4 * 3 * 2 + (1 << 20)
+
+
+def resume_command(run: Path) -> str:
+    """The exact command that continues `run`."""
+    try:
+        shown = Path(run).resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = Path(run).resolve()
+    return shlex.join(["imgcls", "train", "--resume", str(shown)])
+
+
+def _interrupted_message(run: Path, recorder, stopped_by: str) -> str:
+    saved = checkpoints.backup_epoch(run)
+    what = "Ctrl-C" if stopped_by == "SIGINT" else stopped_by
+    if recorder.started_epoch > saved:
+        done = f"epochs 1-{saved} are saved" if saved else "no epoch had finished"
+        epoch = f"epoch {recorder.started_epoch} was abandoned ({done})"
+    else:
+        epoch = f"stopped after epoch {saved}, which is saved"
+    return f"interrupted ({what}): {epoch}; resume with: {resume_command(run)}"
+
+
+def _history_until(run: Path, epoch: int) -> list[dict[str, float]]:
+    """history.csv's rows up to `epoch`: a row written after the last backup is trained again."""
+    rows = runs.read_history(run) if (Path(run) / runs.HISTORY_CSV).is_file() else []
+    return [row for row in rows if int(row["epoch"]) <= epoch]
+
+
+def _record_resume(run: Path, config: Config, command: str) -> None:
+    """config.yaml keeps the run's settings (overridden ones with --force) and notes each resume's command."""
+    saved = runs.read_config(run)
+    resolved = {**config.to_dict(), "imgcls": saved.get("imgcls", {})}
+    resolved["imgcls"]["resumed"] = [*resolved["imgcls"].get("resumed", []), command]
+    runs.write_yaml(run / runs.CONFIG, resolved)
+    runs.record_process(run)
+    # The earlier session's summary: the run trains again, and `imgcls runs` must say so.
+    (run / runs.METRICS).unlink(missing_ok=True)
+
+
+@contextmanager
+def _sigterm_raises_interrupt():
+    """SIGTERM (kill, a scheduler's pre-emption) stops training like Ctrl-C: artifacts written, exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    signal = "SIGTERM"
+
+
 def _write_run_start(config, run, plan, schedule, info, command) -> None:
     """Everything needed to understand, audit and repeat the run, written before the first step."""
     resolved = config.to_dict()
@@ -106,6 +205,7 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
         "tensorflow": tf_version(),
         "keras": __import__("keras").__version__,
         "python": sys.version.split()[0],
+        "packages": package_versions(),
         "command": command,
         "device": info.device,
         "precision": info.precision,
@@ -124,19 +224,31 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
              "same_as": plan.relative(d.same_as), "dropped": d.dropped} for d in plan.duplicates])
 
 
+def package_versions() -> dict[str, str]:
+    """Installed versions of what decides a run's numbers (what `pip freeze` would say about them)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("tensorflow", "keras", "numpy", "pillow", "pydantic", "h5py"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass  # e.g. tensorflow-cpu or tf-nightly instead of tensorflow
+    return versions
+
+
 def tf_version() -> str:
     return import_tensorflow().__version__
 
 
-def _build_callbacks(config: Config, run: Path, recorder, keras):
+def _build_callbacks(config: Config, run: Path, recorder, keras, restored: dict | None = None):
+    """History, best.keras, early stopping, LR on plateau, TensorBoard; last the per-epoch backup (see checkpoints)."""
     cb = config.callbacks
-    callbacks = [
-        recorder.as_keras_callback(keras),
-        keras.callbacks.ModelCheckpoint(
-            str(run / runs.MODEL), monitor=cb.checkpoint.monitor,
-            mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode), save_best_only=True, verbose=0,
-        ),
-    ]
+    checkpoint = checkpoints.atomic_checkpoint(
+        keras, run / runs.MODEL, monitor=cb.checkpoint.monitor,
+        mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode), save_best_only=True, verbose=0,
+    )
+    callbacks = [recorder.as_keras_callback(keras), checkpoint]
     early_stopping = None
     if cb.early_stopping.enabled:
         early_stopping = keras.callbacks.EarlyStopping(
@@ -153,16 +265,19 @@ def _build_callbacks(config: Config, run: Path, recorder, keras):
         ))
     if cb.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
+    stateful = [c for c in callbacks if checkpoints.is_stateful(c)]
+    callbacks.append(checkpoints.epoch_backup(keras, run, stateful, restored))
     return callbacks, early_stopping
 
 
 class EpochRecorder:
     """Adds `lr` and `seconds` to each epoch's logs and rewrites history.csv after every epoch."""
 
-    def __init__(self, path: Path, train_images: int):
+    def __init__(self, path: Path, train_images: int, rows: list[dict[str, float]] = ()):
         self.path = path
         self.train_images = train_images
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float]] = list(rows)  # a resumed run's earlier epochs
+        self.started_epoch = 0  # 1-based number of the epoch in progress or last begun
         self.train_seconds: list[float] = []  # training phase only, validation excluded
 
     def as_keras_callback(self, keras):
@@ -172,6 +287,7 @@ class EpochRecorder:
 
         class _Callback(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
+                recorder.started_epoch = epoch + 1
                 self.epoch_start = self.train_end = time.perf_counter()
 
             def on_test_begin(self, logs=None):

@@ -88,7 +88,7 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(interrupted_and_resumed):
     assert "resuming after epoch 2 of 4 (optimizer step 8)" in again.stderr  # 27 training images, batches of 8
     metrics = runs.read_json(run / "metrics.json")
     assert metrics["status"] == "finished" and metrics["epochs_run"] == 4
-    assert [int(r["epoch"]) for r in runs.read_history(run)] == [1, 2, 3, 4]
+    assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()] == ["epoch", "1", "2", "3", "4"]
     assert without_seconds(run) == without_seconds(whole)  # learning rates included: the schedule went on
     for a, b in zip(interrupted_and_resumed["resumed_weights"], interrupted_and_resumed["whole_weights"], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -167,7 +167,7 @@ def test_a_full_runs_folder_is_refused_before_training(cli, tmp_path, tiny_confi
 
 
 def test_two_deterministic_cpu_runs_give_identical_histories(cli, tmp_path, tiny_data):
-    config = write_config(tmp_path / "c.yaml", tiny_data, runtime=DETERMINISTIC)
+    config = write_config(tmp_path / "c.yaml", tiny_data, runtime=DETERMINISTIC, evaluate={"after_training": False})
     histories = []
     for name in ("first", "second"):
         assert cli("train", config, "--runs-dir", tmp_path, "--name", name).exit_code == 0
@@ -192,3 +192,78 @@ def test_a_keras_file_with_a_lambda_layer_is_refused(cli, tmp_path, trained_run,
     result = cli("predict", tiny_data / "red" / "000.png", "--model", tmp_path / "evil.keras")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "evil.keras" in result.stderr and "Lambda" in result.stderr and "safe mode" in result.stderr
+
+
+# --------------------------------------------------------------------------- several devices and machines
+
+
+def free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_one_run_together_and_only_the_chief_writes_it(tmp_path, tiny_data):
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "c.yaml", tiny_data, train={"epochs": 1}, runtime={"distribute": "multi_worker"},
+                          evaluate={"after_training": False})
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+               "CUDA_VISIBLE_DEVICES": ""}
+        workers.append(subprocess.Popen([sys.executable, "-m", "imgcls", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    for worker in workers:
+        try:
+            _, stderr = worker.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for w in workers:
+                w.kill()
+            pytest.fail("multi-worker training did not finish in 240 s")
+        outputs.append(stderr)
+        assert worker.returncode == 0, stderr
+    assert "this is worker 0 (chief: writes the run folder)" in outputs[0]
+    assert "this is worker 1" in outputs[1] and "worker 1: finished after 1 epochs" in outputs[1]
+    assert all("global batch 16 = 8 per replica x 2 replicas" in out for out in outputs)
+    [run] = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
+    assert runs.read_json(run / "metrics.json")["status"] == "finished"
+    assert runs.read_config(run)["imgcls"]["distribute"] == {"strategy": "multi_worker", "replicas": 2, "global_batch_size": 16}
+    assert len(runs.read_history(run)) == 1
+
+
+def test_global_batch_and_linear_learning_rate_scaling_follow_the_replicas():
+    from imgcls.config import load_config
+    from imgcls.optim import resolve_schedule
+
+    config = load_config(raw={"data": {"dir": "d"}, "train": {"learning_rate": 0.01, "scale_learning_rate": "linear"}})
+    assert resolve_schedule(config.train, 10, replicas=4)["learning_rate"] == pytest.approx(0.04)
+    assert resolve_schedule(config.train, 10, replicas=1)["learning_rate"] == pytest.approx(0.01)
+    unscaled = load_config(raw={"data": {"dir": "d"}, "train": {"learning_rate": 0.01}})
+    assert resolve_schedule(unscaled.train, 10, replicas=4)["learning_rate"] == pytest.approx(0.01)
+
+
+def test_multi_worker_needs_tf_config_and_worker_0_is_the_chief(monkeypatch):
+    from imgcls.errors import ImgclsError
+    from imgcls.runtime import choose_strategy, is_chief
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ImgclsError, match="multi_worker needs TF_CONFIG"):
+        choose_strategy(None, "multi_worker", [])
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ImgclsError, match="TF_CONFIG is not valid JSON"):
+        choose_strategy(None, "multi_worker", [])
+    assert choose_strategy(None, "auto", ["one GPU"])[:2] == (None, "none")
+    workers = {"cluster": {"worker": ["a:1", "b:1"]}}
+    assert is_chief(("worker", 0), workers) and not is_chief(("worker", 1), workers)
+    with_chief = {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}}
+    assert is_chief(("chief", 0), with_chief) and not is_chief(("worker", 0), with_chief)

@@ -98,7 +98,8 @@ def train(
         scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
         err.print(f"[bold]{metrics['status']}[/]: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
                   f"({scores}); {metrics['train_images_per_s']} training images/s; {metrics['wall_time_s']:.0f} s")
-    err.print(f"run folder: {run}")
+    if run.exists():  # a multi-worker run's other workers train in a scratch folder, deleted by now
+        err.print(f"run folder: {run}")
     if metrics["status"] == "interrupted":
         # The shell's convention, 128 + the signal number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM.
         raise typer.Exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)

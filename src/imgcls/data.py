@@ -331,7 +331,7 @@ def _encode_labels(labels: np.ndarray, label_mode: str, num_classes: int):
 
 
 def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_classes: int, training: bool,
-                 cache: str = "memory", first_epoch: int = 0) -> tf.data.Dataset:
+                 cache: str = "memory", first_epoch: int = 0, batch_size: int | None = None) -> tf.data.Dataset:
     """Batches of (float32 0-255 images, labels in the form `label_mode` asks for).
 
     `files` are what TF reads (the scan's `readable` paths). `cache` is
@@ -344,11 +344,13 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     back (fit it with steps_per_epoch), each shuffled with a seed derived from
     the epoch number: a resumed run sees exactly the order an uninterrupted
     run would have seen, which TF's own reshuffling (a counter inside the
-    process) cannot give.
+    process) cannot give. `batch_size` is the global batch (default
+    data.batch_size); a distribution strategy splits it among the replicas.
     """
     import tensorflow as tf
 
     data = config.data
+    batch_size = batch_size or data.batch_size
     images = images_dataset(files, data.image_size, config.channels)
     ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(_encode_labels(labels, data.label_mode, num_classes)))
     if cache == "memory":
@@ -364,9 +366,9 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
         one_pass = ds
         ds = tf.data.Dataset.range(first_epoch, config.train.epochs).flat_map(
             lambda epoch: one_pass.shuffle(buffer, seed=seed + epoch * 7919, reshuffle_each_iteration=False)
-            .batch(data.batch_size))
+            .batch(batch_size))
     else:
-        ds = ds.batch(data.batch_size)
+        ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -399,10 +401,11 @@ class Datasets:
         return len(self.class_names)
 
 
-def make_datasets(plan: DataPlan, config: Config, first_epoch: int = 0) -> Datasets:
+def make_datasets(plan: DataPlan, config: Config, first_epoch: int = 0, replicas: int = 1) -> Datasets:
     """The tf.data pipelines of a plan: train and val cached as `plan.cache` says, test never cached.
 
-    `train` holds the epochs from `first_epoch` (0-based) to the last; see `make_dataset`.
+    `train` holds the epochs from `first_epoch` (0-based) to the last; see
+    `make_dataset`. Batches are global: data.batch_size x `replicas`.
     """
     n = plan.num_classes
 
@@ -411,7 +414,8 @@ def make_datasets(plan: DataPlan, config: Config, first_epoch: int = 0) -> Datas
         cache = plan.cache.mode if subset != "test" else "none"
         if cache == "disk":
             cache = _disk_cache_name(plan, subset, config)
-        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache, first_epoch=first_epoch)
+        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache, first_epoch=first_epoch,
+                            batch_size=config.data.batch_size * replicas)
 
     train, val, test = plan.subsets["train"], plan.subsets["val"], plan.subsets.get("test")
     return Datasets(

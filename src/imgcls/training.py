@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 import shlex
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -48,44 +50,69 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
 
     log = log or Console(stderr=True, soft_wrap=True).print
     plan = plan or plan_data(config)
-    info = setup_runtime(config.runtime)
+    info = setup_runtime(config.runtime, distribute=True)
     import keras
 
     from imgcls.data import make_datasets
     from imgcls.models import build_model
-    from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
+    from imgcls.optim import build_loss, build_metrics, build_optimizer
 
     log(f"{info}")
+    if resume and info.distribute == "multi_worker":
+        raise ImgclsError("--resume: not supported with runtime.distribute: multi_worker (only the chief has the backup); "
+                          "start a new run, or resume on one machine with --set runtime.distribute=none --force")
     first_epoch = checkpoints.backup_epoch(resume) if resume else 0
-    datasets = make_datasets(plan, config, first_epoch)
+    datasets = make_datasets(plan, config, first_epoch, replicas=info.replicas)
     n_train, n_val, n_test = len(datasets.train_files), len(datasets.val_files), len(datasets.test_files)
-    steps_per_epoch = math.ceil(n_train / config.data.batch_size)
+    global_batch = config.data.batch_size * info.replicas
+    steps_per_epoch = math.ceil(n_train / global_batch)
     test = f" and {n_test} held-out test" if n_test else ""
     log(f"{datasets.num_classes} classes, {n_train} training, {n_val} validation{test} images, {steps_per_epoch} steps per epoch")
+    if info.replicas > 1:
+        log(f"global batch {global_batch} = {config.data.batch_size} per replica x {info.replicas} replicas"
+            + ("; learning rate x " + str(info.replicas) if config.train.scale_learning_rate == "linear" else ""))
     if plan.class_weight:
         weights = ", ".join(f"{name} {plan.class_weight[i]:.3g}" for i, name in enumerate(plan.class_names))
         log(Text(f"class weights (train.class_weight): {weights}"))
 
-    model = build_model(config, datasets.num_classes)
-    model.compile(
-        optimizer=build_optimizer(config.train, steps_per_epoch),
-        loss=build_loss(config),
-        metrics=build_metrics(config, datasets.num_classes),
-        jit_compile=info.jit_compile,
-    )
-    run = make_run(checkpoint_bytes(model))
-    log(f"run folder: {run}")
+    with info.scope():  # variables of the model, optimizer and metrics are mirrored across replicas
+        model = build_model(config, datasets.num_classes)
+        model.compile(
+            optimizer=build_optimizer(config.train, steps_per_epoch, info.replicas),
+            loss=build_loss(config),
+            metrics=build_metrics(config, datasets.num_classes),
+            jit_compile=info.jit_compile,
+        )
+    # Only the chief writes the run folder; other workers save into a scratch folder (their saves
+    # take part in the collective ops) that is deleted at the end.
+    run = make_run(checkpoint_bytes(model)) if info.is_chief else Path(tempfile.mkdtemp(prefix="imgcls-worker-"))
+    try:
+        return _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras)
+    finally:
+        if not info.is_chief:
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras):
+    """Fit `model` with `run` as the run folder, then write metrics.json, history.png and the evaluation."""
+    from imgcls.optim import resolve_schedule
+
+    n_train = len(datasets.train_files)
+    if info.is_chief:
+        log(f"run folder: {run}")
     print_report(plan, log, skipped_file=run / runs.SKIPPED)
     previous: list[dict[str, float]] = []
     restored = None
     if resume:
-        restored = checkpoints.restore_state(model, run)
+        with info.scope():
+            restored = checkpoints.restore_state(model, run)
         previous = _history_until(run, first_epoch)
         log(f"resuming after epoch {first_epoch} of {config.train.epochs}"
             + (f" (optimizer step {int(model.optimizer.iterations.numpy())})" if restored else " (no epoch was backed up: from the start)"))
         _record_resume(run, config, command)
     else:
-        _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
+        _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch, info.replicas), info, command)
+    _multi_worker_workarounds(model, info, datasets.val)
     recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train, previous)
     callbacks, early_stopping = _build_callbacks(config, run, recorder, keras, restored)
 
@@ -111,6 +138,9 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
 
     metrics = _write_metrics(config, run, recorder, status, time.perf_counter() - start, info, model, datasets, plan,
                              previous, stopped_by)
+    if not info.is_chief:
+        log(f"{info.task[0]} {info.task[1]}: {status} after {len(recorder.rows)} epochs; the chief wrote the run folder")
+        return run, metrics
     if recorder.rows:
         from imgcls.plots import plot_history
 
@@ -119,6 +149,33 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
 
     evaluate_after_training(config, run, status, log)
     return run, metrics
+
+
+def _multi_worker_workarounds(model, info, dataset) -> None:
+    """Two Keras 3.15 bugs with MultiWorkerMirroredStrategy, worked around for this model and strategy only.
+
+    1. fit builds the model from a batch it averages with strategy.reduce, which this strategy
+       rejects ("Attempt to convert a value (PerReplica...)"): build it from one local batch instead.
+    2. Each step's logs (scalars) are averaged with strategy.reduce("MEAN", v, axis=0), which fails
+       on a scalar ("Invalid reduction dimension 0"): reduce scalars with axis=None.
+    """
+    if info.distribute != "multi_worker":
+        return
+    strategy = info.strategy
+    batch = next(iter(dataset))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=batch)
+
+    reduce = strategy.reduce
+
+    def reduce_scalars_whole(reduce_op, value, axis=None):
+        local = strategy.experimental_local_results(value)[0] if hasattr(value, "values") else value
+        return reduce(reduce_op, value, axis=None if getattr(local.shape, "rank", None) == 0 else axis)
+
+    model._maybe_symbolic_build = build
+    strategy.reduce = reduce_scalars_whole
 
 
 def _write_metrics(config, run, recorder, status, seconds, info, model, datasets, plan, previous,
@@ -162,7 +219,7 @@ def _interrupted_message(run: Path, recorder, stopped_by: str) -> str:
 def _history_until(run: Path, epoch: int) -> list[dict[str, float]]:
     """history.csv's rows up to `epoch`: a row written after the last backup is trained again."""
     rows = runs.read_history(run) if (Path(run) / runs.HISTORY_CSV).is_file() else []
-    return [row for row in rows if int(row["epoch"]) <= epoch]
+    return [{**row, "epoch": int(row["epoch"])} for row in rows if int(row["epoch"]) <= epoch]
 
 
 def _record_resume(run: Path, config: Config, command: str) -> None:
@@ -210,6 +267,8 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
         "device": info.device,
         "precision": info.precision,
         "jit_compile": info.jit_compile,
+        "distribute": {"strategy": info.distribute, "replicas": info.replicas,
+                       "global_batch_size": config.data.batch_size * info.replicas},
         "learning_rate_schedule": schedule,
         "data_dir": str(Path(config.data.dir).resolve()),
         "cache": plan.cache.mode,

@@ -17,19 +17,29 @@ from imgcls import runs, training
 DETERMINISTIC = {"deterministic": True, "device": "cpu"}
 
 
-def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt, final_weights=None):
-    """Add to training's callbacks one that interrupts after an epoch and one that keeps the final weights."""
+def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt, final_weights=None, mid_epoch=False):
+    """Add a callback to training's that interrupts after an epoch (or in the middle of the next one) and keeps the final weights."""
     real_build = training._build_callbacks
+
+    def stop():
+        if how is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), how)
 
     def build(*args):
         callbacks, early = real_build(*args)
 
         class Probe(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                if stop_after_epoch is not None and epoch + 1 == stop_after_epoch:
-                    if how is KeyboardInterrupt:
-                        raise KeyboardInterrupt
-                    os.kill(os.getpid(), how)
+                if not mid_epoch and stop_after_epoch is not None and epoch + 1 == stop_after_epoch:
+                    stop()
+
+            def on_train_batch_end(self, batch, logs=None):
+                if mid_epoch and self.epoch == stop_after_epoch and batch == 1:
+                    stop()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
 
             def on_train_end(self, logs=None):
                 if final_weights is not None:
@@ -115,15 +125,29 @@ def test_resuming_with_a_changed_config_is_refused_unless_forced(cli, interrupte
     assert runs.read_config(copy)["train"]["learning_rate"] == 0.0005 and runs.read_json(copy / "metrics.json")["epochs_run"] == 4
 
 
-def test_sigterm_stops_training_like_ctrl_c_with_exit_143(cli, tmp_path, tiny_config, monkeypatch):
-    patched_callbacks(monkeypatch, stop_after_epoch=1, how=signal.SIGTERM)
+def test_sigterm_mid_epoch_abandons_it_says_so_and_exits_143(cli, tmp_path, tiny_config, monkeypatch):
+    patched_callbacks(monkeypatch, stop_after_epoch=1, how=signal.SIGTERM, mid_epoch=True)
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=3")
     assert result.exit_code == 143
     run = (tmp_path / "latest").resolve()
     metrics = runs.read_json(run / "metrics.json")
     assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGTERM" and metrics["epochs_run"] == 1
-    assert "interrupted (SIGTERM)" in result.stderr and "imgcls train --resume" in result.stderr
+    assert "interrupted (SIGTERM): epoch 2 was abandoned (epoch 1 is saved)" in result.stderr
+    assert "imgcls train --resume" in result.stderr and (run / "history.png").is_file()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
+
+
+def test_early_stopping_patience_carries_over_a_resume(cli, tmp_path, tiny_config, monkeypatch):
+    """val_loss never improves by 1.0, so patience 2 stops after epoch 3, with or without an interruption after epoch 2."""
+    never_better = "callbacks.early_stopping={enabled: true, patience: 2, monitor: val_loss, min_delta: 1.0}"
+    with monkeypatch.context() as mp:
+        patched_callbacks(mp, stop_after_epoch=2)
+        assert cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=6", "--set", never_better,
+                   "--set", "evaluate.after_training=false").exit_code == 130
+    result = cli("train", "--resume", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    metrics = runs.read_json((tmp_path / "latest").resolve() / "metrics.json")
+    assert metrics["status"] == "stopped_early" and metrics["epochs_run"] == 3  # not 5: the wait count was restored
 
 
 # --------------------------------------------------------------------------- artifacts never half-written
@@ -179,6 +203,18 @@ def test_the_run_records_package_versions_and_the_command(trained_run):
     recorded = runs.read_config(trained_run)["imgcls"]
     assert set(recorded["packages"]) >= {"tensorflow", "keras", "numpy", "pillow", "pydantic"}
     assert recorded["command"].startswith("imgcls ")
+    assert recorded["data_git"] is None  # the test images are not in a git repository
+
+
+def test_the_data_folders_git_commit_is_recorded_when_there_is_one(tmp_path):
+    import subprocess
+
+    make = {"cwd": tmp_path, "check": True, "capture_output": True}
+    (tmp_path / "a.txt").write_text("x")
+    subprocess.run(["git", "init", "-q"], **make)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data", "--allow-empty"], **make)
+    recorded = training.data_git_commit(tmp_path)
+    assert len(recorded["commit"]) == 40 and recorded["dirty"] is True  # a.txt is not committed
 
 
 # --------------------------------------------------------------------------- safe loading

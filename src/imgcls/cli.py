@@ -96,8 +96,9 @@ def train(
     best = metrics["best"]
     if metrics["best_epoch"] is not None:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
+        speed = f"{metrics['train_images_per_s']} training images/s; " if metrics["train_images_per_s"] else ""
         err.print(f"[bold]{metrics['status']}[/]: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
-                  f"({scores}); {metrics['train_images_per_s']} training images/s; {metrics['wall_time_s']:.0f} s")
+                  f"({scores}); {speed}{metrics['wall_time_s']:.0f} s")
     if run.exists():  # a multi-worker run's other workers train in a scratch folder, deleted by now
         err.print(f"run folder: {run}")
     if metrics["status"] == "interrupted":

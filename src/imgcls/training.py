@@ -5,10 +5,15 @@
 
 `train` writes config.yaml, classes.json, split.csv and skipped_files.txt
 (and duplicates.csv when there are any) before the first step, history.csv
-after every epoch, best.keras whenever the monitored metric improves, and
-metrics.json plus history.png at the end, also when the run is interrupted
-with Ctrl-C. Then `imgcls.evaluate` reports on
-best.keras (eval.json and its plots), unless the run was interrupted.
+and the backup (`imgcls.checkpoints`) after every epoch, best.keras whenever
+the monitored metric improves, and metrics.json plus history.png at the end,
+also when the run is interrupted with Ctrl-C or SIGTERM, whose message gives
+the command that resumes it. Then `imgcls.evaluate` reports on best.keras
+(eval.json and its plots), unless the run was interrupted.
+
+With `resume`, the same path continues an existing run folder from its
+backup. Under runtime.distribute the model is built in the strategy's scope,
+and only the chief process writes the run folder.
 """
 
 from __future__ import annotations
@@ -128,7 +133,10 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
         status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
         log(f"\n{_interrupted_message(run, recorder, stopped_by)}")
     except OSError as exc:  # a full disk or a vanished folder while saving: keep what was written before
-        _write_metrics(config, run, recorder, "failed", time.perf_counter() - start, info, model, datasets, plan, previous)
+        try:
+            _write_metrics(config, run, recorder, "failed", time.perf_counter() - start, info, model, datasets, plan, previous)
+        except OSError:
+            pass  # the disk is still full: `imgcls runs` shows the run as failed anyway (its process is gone)
         raise ImgclsError(f"{exc.filename or run}: {exc.strerror or exc}; training stopped, the last good best.keras and "
                           f"backup are intact; free space, then resume with: {resume_command(run)}") from None
     if status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
@@ -209,7 +217,7 @@ def _interrupted_message(run: Path, recorder, stopped_by: str) -> str:
     saved = checkpoints.backup_epoch(run)
     what = "Ctrl-C" if stopped_by == "SIGINT" else stopped_by
     if recorder.started_epoch > saved:
-        done = f"epochs 1-{saved} are saved" if saved else "no epoch had finished"
+        done = {0: "no epoch had finished", 1: "epoch 1 is saved"}.get(saved, f"epochs 1-{saved} are saved")
         epoch = f"epoch {recorder.started_epoch} was abandoned ({done})"
     else:
         epoch = f"stopped after epoch {saved}, which is saved"
@@ -271,6 +279,7 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
                        "global_batch_size": config.data.batch_size * info.replicas},
         "learning_rate_schedule": schedule,
         "data_dir": str(Path(config.data.dir).resolve()),
+        "data_git": data_git_commit(Path(config.data.dir)),
         "cache": plan.cache.mode,
     }
     runs.write_yaml(run / runs.CONFIG, resolved)
@@ -294,6 +303,21 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass  # e.g. tensorflow-cpu or tf-nightly instead of tensorflow
     return versions
+
+
+def data_git_commit(folder: Path) -> dict[str, Any] | None:
+    """The commit of the git repository holding the data folder, and whether its files differ from it; None outside git."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--", ".").strip())
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, no commit yet
+        return None
+    return {"commit": commit, "dirty": dirty}
 
 
 def tf_version() -> str:

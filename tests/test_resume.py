@@ -303,3 +303,18 @@ def test_multi_worker_needs_tf_config_and_worker_0_is_the_chief(monkeypatch):
     assert is_chief(("worker", 0), workers) and not is_chief(("worker", 1), workers)
     with_chief = {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}}
     assert is_chief(("chief", 0), with_chief) and not is_chief(("worker", 0), with_chief)
+
+
+def test_resume_finds_the_data_folder_from_another_working_folder(trained_run, tmp_path):
+    import yaml
+
+    from imgcls.resume import prepare_resume
+
+    run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    (run / "metrics.json").unlink()
+    (run / "process.json").write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["dir"] = "data/colours"  # relative to a folder we are not in
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    prepared = prepare_resume(run, tmp_path / "runs", [], force=False)
+    assert str(prepared.config.data.dir) == config["imgcls"]["data_dir"] and not prepared.done

@@ -39,8 +39,12 @@ def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force
         process = runs.read_json(folder / runs.PROCESS)
         raise ImgclsError(f"{folder}: still training (process {process.get('pid')} on {process.get('host')}); "
                           "stop it first, or wait for it to finish")
-    recorded = load_config(folder / runs.CONFIG)
-    config = load_config(folder / runs.CONFIG, overrides)
+    # data.dir as written may be relative to where training started; the run also recorded it absolute.
+    saved = runs.read_config(folder)
+    absolute = (saved.get("imgcls") or {}).get("data_dir")
+    moved = [f"data.dir={absolute}"] if absolute and not Path(saved["data"]["dir"]).is_dir() else []
+    recorded = load_config(folder / runs.CONFIG, moved)
+    config = load_config(folder / runs.CONFIG, moved + list(overrides))
     changed = config_differences(recorded.to_dict(), config.to_dict())
     if changed and not force:
         raise ImgclsError(f"{folder}: --set changes {', '.join(changed)} from the run's config.yaml; "

@@ -103,15 +103,26 @@ def test_batches_are_raw_uint8_pixels_with_labels_in_the_label_mode(tiny_data, l
 
 
 def test_training_images_are_reshuffled_every_epoch_validation_keeps_its_order(tiny_data):
-    config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "batch_size": 4}})
+    config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "batch_size": 4}, "train": {"epochs": 2}})
     datasets = load_datasets(config)
 
     def epoch_order(ds):
         return np.concatenate([np.asarray(x).reshape(len(x), -1).sum(axis=1) for x, _ in ds])
 
-    first, second = epoch_order(datasets.train), epoch_order(datasets.train)
+    both = epoch_order(datasets.train)  # the training dataset holds every epoch, back to back
+    first, second = both[:len(datasets.train_files)], both[len(datasets.train_files):]
     assert sorted(first) == pytest.approx(sorted(second)) and list(first) != list(second)
     assert list(epoch_order(datasets.val)) == list(epoch_order(datasets.val))
+
+
+def test_a_resumed_training_dataset_repeats_the_epoch_order_of_an_uninterrupted_one(tiny_data):
+    from imgcls.data import make_datasets
+
+    config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "batch_size": 4}, "train": {"epochs": 3}})
+    plan = plan_data(config)
+    whole = [x.numpy().sum() for x, _ in make_datasets(plan, config).train]
+    resumed = [x.numpy().sum() for x, _ in make_datasets(plan, config, first_epoch=2).train]
+    assert resumed == pytest.approx(whole[-len(resumed):]) and len(resumed) == len(whole) // 3
 
 
 def test_binary_label_mode_needs_two_classes(tiny_data):

@@ -92,6 +92,9 @@ def load_keras(path: Path, compile: bool = True):
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as exc:  # a damaged or foreign file: say which and why, without a traceback
+        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+            raise ImgclsError(f"{path}: refused: the file carries Python code (a Lambda layer), which could run anything; "
+                              "imgcls loads models in Keras safe mode only. Use a model without Lambda layers") from None
         raise ImgclsError(f"{path}: cannot load the model ({_first_line(exc)})") from None
 
 

@@ -56,30 +56,54 @@ def user_errors(command):
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Argument(..., help="Experiment config (YAML)."),
+    config: Optional[Path] = typer.Argument(None, help="Experiment config (YAML); with --resume: the run folder (default: runs/latest)."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     name: Optional[str] = typer.Option(None, help="Run name (default: the config file's name)."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted or killed run from its last completed epoch."),
+    force: bool = typer.Option(False, "--force", help="With --resume: continue even though --set or the data folder changed."),
 ):
-    """Train a model; writes runs/<name>-<time>/ and points runs/latest at it."""
-    from imgcls.config import load_config
-    from imgcls.runs import check_run_name, create_run
+    """Train a model; writes runs/<name>-<time>/ and points runs/latest at it. Ctrl-C exits 130, SIGTERM 143."""
+    from imgcls.runs import check_room, check_run_name, create_run
 
-    cfg = load_config(config, set_)
-    run_name = check_run_name(name or config.stem)
+    command = shlex.join(["imgcls", *sys.argv[1:]])
+    if resume:
+        from imgcls.data import plan_data
+        from imgcls.resume import check_same_split, prepare_resume
+
+        if name is not None:
+            raise ImgclsError("--name names a new run; --resume continues an existing one: give one of them")
+        prepared = prepare_resume(config, runs_dir, set_, force)
+        if prepared.done:
+            err.print(f"{prepared.run}: already {prepared.status.replace('_', ' ')}; nothing to resume", highlight=False)
+            return
+        cfg, plan = prepared.config, plan_data(prepared.config)
+        check_same_split(prepared.run, plan.split_rows(), force)
+        make_run = lambda needed: check_room(prepared.run, needed) or prepared.run  # noqa: E731
+    else:
+        from imgcls.config import load_config
+
+        if config is None:
+            raise ImgclsError("give a config file, e.g. imgcls train configs/digits.yaml (or --resume to continue a run)")
+        cfg, plan = load_config(config, set_), None
+        run_name = check_run_name(name or config.stem)
+        make_run = lambda needed: create_run(runs_dir, run_name, needed)  # noqa: E731
 
     from imgcls.training import train as train_run
 
-    run, metrics = train_run(cfg, lambda: create_run(runs_dir, run_name), log=err.print,
-                             command=shlex.join(["imgcls", *sys.argv[1:]]))
+    run, metrics = train_run(cfg, make_run, log=err.print, command=command, plan=plan,
+                             resume=prepared.run if resume else None)
     best = metrics["best"]
     if metrics["best_epoch"] is not None:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
+        speed = f"{metrics['train_images_per_s']} training images/s; " if metrics["train_images_per_s"] else ""
         err.print(f"[bold]{metrics['status']}[/]: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
-                  f"({scores}); {metrics['train_images_per_s']} training images/s; {metrics['wall_time_s']:.0f} s")
-    err.print(f"run folder: {run}")
+                  f"({scores}); {speed}{metrics['wall_time_s']:.0f} s")
+    if run.exists():  # a multi-worker run's other workers train in a scratch folder, deleted by now
+        err.print(f"run folder: {run}")
     if metrics["status"] == "interrupted":
-        raise typer.Exit(130)
+        # The shell's convention, 128 + the signal number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM.
+        raise typer.Exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
 
 
 @app.command()

@@ -48,7 +48,7 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description="how validation and test images are drawn from data.dir")
     seed: int = Field(123, description="seed of the train/validation/test split: same seed, same split")
     image_size: tuple[int, int] = Field((224, 224), description="[height, width] every image is resized to")
-    batch_size: int = Field(32, ge=1, description="images per training step")
+    batch_size: int = Field(32, ge=1, description="images per training step and replica (one replica unless runtime.distribute)")
     label_mode: Literal["int", "categorical", "binary"] = Field(
         "int", description="int (sparse labels) | categorical (one-hot) | binary (exactly 2 classes, one sigmoid output)"
     )
@@ -189,6 +189,10 @@ class TrainConfig(Section):
     metrics: list[Literal["accuracy", "top5_accuracy", "auc", "precision", "recall"]] = Field(
         ["accuracy"], description="accuracy | top5_accuracy | auc | precision | recall (loss is always tracked)"
     )
+    scale_learning_rate: Literal["none", "linear"] = Field(
+        "none", description="with several replicas (runtime.distribute): none | linear (learning rates x replicas, "
+        "as the global batch is data.batch_size x replicas)"
+    )
     class_weight: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="null | balanced (n_images / (n_classes x class count)) | {class name: weight} (others 1.0)"
     )
@@ -274,6 +278,11 @@ class RuntimeConfig(Section):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per op (intra-op); null = TensorFlow's default, all cores")
     inter_op_threads: int | None = Field(None, ge=1, description="ops run in parallel (inter-op); null = TensorFlow's default")
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
+        "auto", description="auto (MirroredStrategy when more than one GPU is visible, else none) | none | mirrored "
+        "(every visible GPU of this machine) | multi_worker (MultiWorkerMirroredStrategy, machines listed in TF_CONFIG); "
+        "data.batch_size is per replica: the global batch is data.batch_size x replicas"
+    )
     seed: int = Field(42, description="seeds Python, NumPy and TensorFlow (weights, shuffling)")
     deterministic: bool = Field(False, description="TensorFlow op determinism: identical reruns, somewhat slower")
 

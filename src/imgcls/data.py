@@ -331,7 +331,7 @@ def _encode_labels(labels: np.ndarray, label_mode: str, num_classes: int):
 
 
 def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_classes: int, training: bool,
-                 cache: str = "memory") -> tf.data.Dataset:
+                 cache: str = "memory", first_epoch: int = 0, batch_size: int | None = None) -> tf.data.Dataset:
     """Batches of (uint8 0-255 images, labels in the form `label_mode` asks for).
 
     `files` are what TF reads (the scan's `readable` paths). `cache` is
@@ -341,10 +341,18 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     epoch), then batch and prefetch. Batches stay uint8: the model casts them
     inside the train step, so the batches prefetch buffers are small too
     (casting here made AUTOTUNE buffer float32 copies: +1 GB at 224x224).
+
+    A training dataset holds epochs `first_epoch` .. `train.epochs - 1` back to
+    back (fit it with steps_per_epoch), each shuffled with a seed derived from
+    the epoch number: a resumed run sees exactly the order an uninterrupted
+    run would have seen, which TF's own reshuffling (a counter inside the
+    process) cannot give. `batch_size` is the global batch (default
+    data.batch_size); a distribution strategy splits it among the replicas.
     """
     import tensorflow as tf
 
     data = config.data
+    batch_size = batch_size or data.batch_size
     images = images_dataset(files, data.image_size, config.channels)
     ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(_encode_labels(labels, data.label_mode, num_classes)))
     if cache == "memory":
@@ -356,9 +364,14 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
                 stale.unlink(missing_ok=True)
         ds = ds.cache(cache)
     if training:
-        buffer = data.shuffle_buffer or len(files)
-        ds = ds.shuffle(buffer, seed=config.runtime.seed, reshuffle_each_iteration=True)
-    return ds.batch(data.batch_size).prefetch(tf.data.AUTOTUNE)
+        buffer, seed = data.shuffle_buffer or len(files), config.runtime.seed
+        one_pass = ds
+        ds = tf.data.Dataset.range(first_epoch, config.train.epochs).flat_map(
+            lambda epoch: one_pass.shuffle(buffer, seed=seed + epoch * 7919, reshuffle_each_iteration=False)
+            .batch(batch_size))
+    else:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _disk_cache_name(plan: DataPlan, subset: str, config: Config) -> str:
@@ -389,8 +402,12 @@ class Datasets:
         return len(self.class_names)
 
 
-def make_datasets(plan: DataPlan, config: Config) -> Datasets:
-    """The tf.data pipelines of a plan: train and val cached as `plan.cache` says, test never cached."""
+def make_datasets(plan: DataPlan, config: Config, first_epoch: int = 0, replicas: int = 1) -> Datasets:
+    """The tf.data pipelines of a plan: train and val cached as `plan.cache` says, test never cached.
+
+    `train` holds the epochs from `first_epoch` (0-based) to the last; see
+    `make_dataset`. Batches are global: data.batch_size x `replicas`.
+    """
     n = plan.num_classes
 
     def build(subset: str, training: bool) -> tf.data.Dataset:
@@ -398,7 +415,8 @@ def make_datasets(plan: DataPlan, config: Config) -> Datasets:
         cache = plan.cache.mode if subset != "test" else "none"
         if cache == "disk":
             cache = _disk_cache_name(plan, subset, config)
-        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache)
+        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache, first_epoch=first_epoch,
+                            batch_size=config.data.batch_size * replicas)
 
     train, val, test = plan.subsets["train"], plan.subsets["val"], plan.subsets.get("test")
     return Datasets(

@@ -16,10 +16,15 @@ if TYPE_CHECKING:
     from imgcls.config import Config, TrainConfig
 
 
-def resolve_schedule(train: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
-    """The schedule as Keras arguments, every period in optimizer steps."""
+def resolve_schedule(train: TrainConfig, steps_per_epoch: int, replicas: int = 1) -> dict[str, Any]:
+    """The schedule as Keras arguments, every period in optimizer steps.
+
+    `replicas` multiplies every rate when train.scale_learning_rate is linear
+    (a global batch `replicas` times larger takes proportionally larger steps).
+    """
     s = train.schedule
-    lr = train.learning_rate
+    scale = replicas if train.scale_learning_rate == "linear" else 1
+    lr = train.learning_rate * scale
     total = train.epochs * steps_per_epoch
 
     def steps(n_steps, n_epochs):
@@ -34,7 +39,7 @@ def resolve_schedule(train: TrainConfig, steps_per_epoch: int) -> dict[str, Any]
         return {"name": s.name, "learning_rate": lr, "warmup_steps": warmup, "decay_steps": decay, "alpha": s.alpha}
     if s.name == "piecewise_constant":
         bounds = s.boundaries if s.boundaries is not None else [round(e * steps_per_epoch) for e in s.boundary_epochs]
-        return {"name": s.name, "boundaries": [int(b) for b in bounds], "values": list(s.values)}
+        return {"name": s.name, "boundaries": [int(b) for b in bounds], "values": [v * scale for v in s.values]}
     return {"name": "none", "learning_rate": lr}
 
 
@@ -57,10 +62,10 @@ def build_learning_rate(resolved: dict[str, Any]):
     return resolved["learning_rate"]
 
 
-def build_optimizer(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def build_optimizer(train: TrainConfig, steps_per_epoch: int, replicas: int = 1) -> keras.optimizers.Optimizer:
     import keras
 
-    learning_rate = build_learning_rate(resolve_schedule(train, steps_per_epoch))
+    learning_rate = build_learning_rate(resolve_schedule(train, steps_per_epoch, replicas))
     common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": train.clipnorm}
     if train.weight_decay is not None:
         common["weight_decay"] = train.weight_decay

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import uuid
 from contextlib import contextmanager
@@ -73,14 +74,18 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def create_run(runs_dir: Path, name: str) -> Path:
-    """Make `runs_dir/<name>-<timestamp>/` (never reusing a folder) and point `latest` at it."""
+def create_run(runs_dir: Path, name: str, bytes_needed: int = 0) -> Path:
+    """Make `runs_dir/<name>-<timestamp>/` (never reusing a folder) and point `latest` at it.
+
+    `bytes_needed`: the checkpoints' size; a folder without that much room fails here, before training.
+    """
     check_run_name(name)
     runs_dir = Path(runs_dir)
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImgclsError(f"cannot create runs folder {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
+    check_room(runs_dir, bytes_needed)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
         run = runs_dir / (f"{name}-{stamp}" if attempt == 1 else f"{name}-{stamp}-{attempt}")
@@ -94,6 +99,21 @@ def create_run(runs_dir: Path, name: str) -> Path:
     record_process(run)
     point_latest(runs_dir, run)
     return run
+
+
+def check_room(folder: Path, bytes_needed: int) -> None:
+    """Fail before training, not at the first checkpoint, when `folder` is read-only or too full."""
+    folder = Path(folder)
+    probe = folder / f".imgcls-write-test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")  # os.access says yes to root on a read-only folder
+        probe.unlink()
+    except OSError as exc:
+        raise ImgclsError(f"{folder}: cannot write here ({exc.strerror}); choose another --runs-dir") from None
+    free = shutil.disk_usage(folder).free
+    if free < bytes_needed:
+        raise ImgclsError(f"{folder}: {free / 2**20:,.1f} MiB free, but the checkpoints need about "
+                          f"{bytes_needed / 2**20:,.1f} MiB; free some space or choose another --runs-dir")
 
 
 def record_process(run: Path) -> None:

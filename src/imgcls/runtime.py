@@ -1,15 +1,18 @@
-"""Runtime: devices, precision, seeds, determinism.
+"""Runtime: devices, precision, seeds, determinism, and the distribution strategy.
 
 `setup_runtime` must run before anything else touches TensorFlow: GPU memory
-growth and visible devices can only be set before the GPUs are initialised.
+growth, visible devices and a multi-worker strategy can only be set up
+before TensorFlow initialises its devices.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from imgcls.config import RuntimeConfig
 from imgcls.errors import ImgclsError
@@ -55,13 +58,28 @@ class RuntimeInfo:
     precision: str
     jit_compile: bool
     why: str = ""  # how `auto` settings were decided
+    strategy: Any = None  # a tf.distribute strategy, or None: TensorFlow's default (one device)
+    distribute: str = "none"  # none | mirrored | multi_worker
+    replicas: int = 1  # model copies that each take data.batch_size images per step
+    task: tuple[str, int] | None = None  # multi_worker: this process' (type, index) in TF_CONFIG
+    is_chief: bool = True  # the one process that writes the run folder
 
     def __str__(self) -> str:
         xla = ", XLA" if self.jit_compile else ""
-        return f"device {self.device}, precision {self.precision}{xla}" + (f" ({self.why})" if self.why else "")
+        text = f"device {self.device}, precision {self.precision}{xla}" + (f" ({self.why})" if self.why else "")
+        if self.distribute != "none":
+            text += f"; {self.distribute}: {self.replicas} replicas"
+            if self.task:
+                text += f", this is {self.task[0]} {self.task[1]}" + (" (chief: writes the run folder)" if self.is_chief else "")
+        return text
+
+    def scope(self):
+        """Where model, optimizer and metrics must be built: the strategy's scope."""
+        return self.strategy.scope() if self.strategy is not None else nullcontext()
 
 
-def setup_runtime(runtime: RuntimeConfig) -> RuntimeInfo:
+def setup_runtime(runtime: RuntimeConfig, distribute: bool = False) -> RuntimeInfo:
+    """Configure TensorFlow for `runtime`; `distribute`: also create runtime.distribute's strategy (training only)."""
     tf = import_tensorflow()
     import keras
 
@@ -71,6 +89,7 @@ def setup_runtime(runtime: RuntimeConfig) -> RuntimeInfo:
         # GPU-only: without it TensorFlow grabs all GPU memory up front.
         tf.config.experimental.set_memory_growth(gpu, True)
 
+    strategy, chosen, task = choose_strategy(tf, runtime.distribute if distribute else "none", gpus)
     keras.utils.set_random_seed(runtime.seed)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -80,7 +99,41 @@ def setup_runtime(runtime: RuntimeConfig) -> RuntimeInfo:
     jit = bool(gpus) if runtime.jit_compile == "auto" else runtime.jit_compile
 
     device = ", ".join(g.name.replace("/physical_device:", "") for g in gpus) if gpus else "CPU"
-    return RuntimeInfo(device=device, precision=precision, jit_compile=jit, why=why)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    return RuntimeInfo(device=device, precision=precision, jit_compile=jit, why=why, strategy=strategy,
+                       distribute=chosen, replicas=replicas, task=task, is_chief=is_chief(task, _tf_config()))
+
+
+def choose_strategy(tf, distribute: str, gpus: list):
+    """(strategy or None, what was chosen, this process' TF_CONFIG task) for `runtime.distribute`."""
+    if distribute == "auto":
+        distribute = "mirrored" if len(gpus) > 1 else "none"
+    if distribute == "none":
+        return None, "none", None
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy(), "mirrored", None
+    config = _tf_config()
+    task = config.get("task") or {}
+    if not config.get("cluster") or "type" not in task or "index" not in task:
+        raise ImgclsError("runtime.distribute: multi_worker needs TF_CONFIG with a cluster and this process' task, e.g. "
+                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
+    return tf.distribute.MultiWorkerMirroredStrategy(), "multi_worker", (task["type"], int(task["index"]))
+
+
+def is_chief(task: tuple[str, int] | None, tf_config: dict) -> bool:
+    """TensorFlow's convention: the `chief` task, or worker 0 when the cluster has no chief."""
+    if task is None:
+        return True
+    kind, index = task
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in tf_config.get("cluster", {}))
+
+
+def _tf_config() -> dict:
+    text = os.environ.get("TF_CONFIG", "")
+    try:
+        return json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ImgclsError(f"TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})") from None
 
 
 def choose_precision(requested: str, gpu_capabilities: list[tuple[int, int] | None], flags: set[str]) -> tuple[str, str]:

@@ -5,36 +5,50 @@
 
 `train` writes config.yaml, classes.json, split.csv and skipped_files.txt
 (and duplicates.csv when there are any) before the first step, history.csv
-after every epoch, best.keras whenever the monitored metric improves, and
-metrics.json plus history.png at the end, also when the run is interrupted
-with Ctrl-C. Then `imgcls.evaluate` reports on
-best.keras (eval.json and its plots), unless the run was interrupted.
+and the backup (`imgcls.checkpoints`) after every epoch, best.keras whenever
+the monitored metric improves, and metrics.json plus history.png at the end,
+also when the run is interrupted with Ctrl-C or SIGTERM, whose message gives
+the command that resumes it. Then `imgcls.evaluate` reports on best.keras
+(eval.json and its plots), unless the run was interrupted.
+
+With `resume`, the same path continues an existing run folder from its
+backup. Under runtime.distribute the model is built in the strategy's scope,
+and only the chief process writes the run folder.
 """
 
 from __future__ import annotations
 
 import math
+import shlex
+import shutil
+import signal
 import statistics
 import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import imgcls
-from imgcls import runs
+from imgcls import checkpoints, runs
+from imgcls.errors import ImgclsError
 from imgcls.config import Config, monitor_mode
 from imgcls.data import DataPlan, plan_data
 from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
 
-def train(config: Config, make_run: Callable[[], Path], log: Callable | None = None, command: str = "",
-          plan: DataPlan | None = None) -> tuple[Path, dict[str, Any]]:
+def train(config: Config, make_run: Callable[[int], Path], log: Callable | None = None, command: str = "",
+          plan: DataPlan | None = None, resume: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Train `config`; return the run folder and what its metrics.json holds.
 
-    `make_run` creates the run folder. It is called only once the data is
-    planned and the model compiled, so bad input leaves no empty run behind.
-    `plan` is the data plan when the caller has made it already.
+    `make_run(bytes_needed)` creates the run folder (or, resuming, checks the
+    old one has room). It is called only once the data is planned and the
+    model compiled, so bad input leaves no empty run behind. `plan` is the
+    data plan when the caller has made it already. `resume` is a run folder
+    to continue from its last backed-up epoch (see `imgcls.checkpoints`).
     """
     from rich.console import Console
     from rich.text import Text
@@ -43,52 +57,99 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
     plan = plan or plan_data(config)
     # The data report comes before TensorFlow's slow start, so data surprises show at once.
     print_report(plan, log, skipped_file=f"{runs.SKIPPED} in the run folder")
-    info = setup_runtime(config.runtime)
+    info = setup_runtime(config.runtime, distribute=True)
     import keras
 
     from imgcls.data import make_datasets
     from imgcls.models import build_model
-    from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
+    from imgcls.optim import build_loss, build_metrics, build_optimizer
 
     log(f"{info}")
-    datasets = make_datasets(plan, config)
+    if resume and info.distribute == "multi_worker":
+        raise ImgclsError("--resume: not supported with runtime.distribute: multi_worker (only the chief has the backup); "
+                          "start a new run, or resume on one machine with --set runtime.distribute=none --force")
+    first_epoch = checkpoints.backup_epoch(resume) if resume else 0
+    datasets = make_datasets(plan, config, first_epoch, replicas=info.replicas)
     n_train, n_val, n_test = len(datasets.train_files), len(datasets.val_files), len(datasets.test_files)
-    steps_per_epoch = math.ceil(n_train / config.data.batch_size)
+    global_batch = config.data.batch_size * info.replicas
+    steps_per_epoch = math.ceil(n_train / global_batch)
     test = f" and {n_test} held-out test" if n_test else ""
     log(f"{datasets.num_classes} classes, {n_train} training, {n_val} validation{test} images, {steps_per_epoch} steps per epoch")
+    if info.replicas > 1:
+        log(f"global batch {global_batch} = {config.data.batch_size} per replica x {info.replicas} replicas"
+            + ("; learning rate x " + str(info.replicas) if config.train.scale_learning_rate == "linear" else ""))
     if plan.class_weight:
         weights = ", ".join(f"{name} {plan.class_weight[i]:.3g}" for i, name in enumerate(plan.class_names))
         log(Text(f"class weights (train.class_weight): {weights}"))
 
-    model = build_model(config, datasets.num_classes)
-    model.compile(
-        optimizer=build_optimizer(config.train, steps_per_epoch),
-        loss=build_loss(config),
-        metrics=build_metrics(config, datasets.num_classes),
-        jit_compile=info.jit_compile,
-    )
-    run = make_run()
-    log(f"run folder: {run}")
-    _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
-    recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train)
-    callbacks, early_stopping = _build_callbacks(config, run, recorder, keras)
+    with info.scope():  # variables of the model, optimizer and metrics are mirrored across replicas
+        model = build_model(config, datasets.num_classes)
+        model.compile(
+            optimizer=build_optimizer(config.train, steps_per_epoch, info.replicas),
+            loss=build_loss(config),
+            metrics=build_metrics(config, datasets.num_classes),
+            jit_compile=info.jit_compile,
+        )
+    # Only the chief writes the run folder; other workers save into a scratch folder (their saves
+    # take part in the collective ops) that is deleted at the end.
+    run = make_run(checkpoint_bytes(model)) if info.is_chief else Path(tempfile.mkdtemp(prefix="imgcls-worker-"))
+    try:
+        return _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras)
+    finally:
+        if not info.is_chief:
+            shutil.rmtree(run, ignore_errors=True)
 
-    status = "finished"
+
+def _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras):
+    """Fit `model` with `run` as the run folder, then write metrics.json, history.png and the evaluation."""
+    from imgcls.optim import resolve_schedule
+
+    n_train = len(datasets.train_files)
+    if info.is_chief:
+        log(f"run folder: {run}")
+    previous: list[dict[str, float]] = []
+    restored = None
+    if resume:
+        with info.scope():
+            restored = checkpoints.restore_state(model, run)
+        previous = _history_until(run, first_epoch)
+        log(f"resuming after epoch {first_epoch} of {config.train.epochs}"
+            + (f" (optimizer step {int(model.optimizer.iterations.numpy())})" if restored else " (no epoch was backed up: from the start)"))
+        _record_resume(run, config, command)
+    else:
+        _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch, info.replicas), info, command)
+    _multi_worker_workarounds(model, info, datasets.val)
+    recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train, previous)
+    callbacks, early_stopping = _build_callbacks(config, run, recorder, keras, restored)
+
+    status, stopped_by = "finished", None
     start = time.perf_counter()
     try:
-        # shuffle=False: the dataset already reshuffles single images every epoch.
-        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, class_weight=plan.class_weight,
-                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        log("\ninterrupted: the current epoch was abandoned; every completed epoch is saved")
+        with _sigterm_raises_interrupt():
+            # shuffle=False: the dataset already reshuffles single images every epoch.
+            model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, initial_epoch=first_epoch,
+                      steps_per_epoch=steps_per_epoch, class_weight=plan.class_weight,
+                      callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
+    except KeyboardInterrupt as exc:
+        status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
+        log(f"\n{_interrupted_message(run, recorder, stopped_by)}")
+    except OSError as exc:  # a full disk or a vanished folder while saving: keep what was written before
+        try:
+            _write_metrics(config, run, recorder, "failed", time.perf_counter() - start, info, model, datasets, plan, previous)
+        except OSError:
+            pass  # the disk is still full: `imgcls runs` shows the run as failed anyway (its process is gone)
+        raise ImgclsError(f"{exc.filename or run}: {exc.strerror or exc}; training stopped, the last good best.keras and "
+                          f"backup are intact; free space, then resume with: {resume_command(run)}") from None
     if status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
         status = "stopped_early"
+    if status != "interrupted":
+        checkpoints.drop_backup(run)
 
-    metrics = _summarise(config, recorder.rows, status, time.perf_counter() - start, recorder, info, model)
-    metrics.update(train_images=n_train, val_images=n_val, test_images=n_test, classes=datasets.num_classes,
-                   skipped_files=len(plan.bad_files()))
-    runs.write_json(run / runs.METRICS, metrics)
+    metrics = _write_metrics(config, run, recorder, status, time.perf_counter() - start, info, model, datasets, plan,
+                             previous, stopped_by)
+    if not info.is_chief:
+        log(f"{info.task[0]} {info.task[1]}: {status} after {len(recorder.rows)} epochs; the chief wrote the run folder")
+        return run, metrics
     if recorder.rows:
         from imgcls.plots import plot_history
 
@@ -99,6 +160,109 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
     return run, metrics
 
 
+def _multi_worker_workarounds(model, info, dataset) -> None:
+    """Two Keras 3.15 bugs with MultiWorkerMirroredStrategy, worked around for this model and strategy only.
+
+    1. fit builds the model from a batch it averages with strategy.reduce, which this strategy
+       rejects ("Attempt to convert a value (PerReplica...)"): build it from one local batch instead.
+    2. Each step's logs (scalars) are averaged with strategy.reduce("MEAN", v, axis=0), which fails
+       on a scalar ("Invalid reduction dimension 0"): reduce scalars with axis=None.
+    """
+    if info.distribute != "multi_worker":
+        return
+    strategy = info.strategy
+    batch = next(iter(dataset))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=batch)
+
+    reduce = strategy.reduce
+
+    def reduce_scalars_whole(reduce_op, value, axis=None):
+        local = strategy.experimental_local_results(value)[0] if hasattr(value, "values") else value
+        return reduce(reduce_op, value, axis=None if getattr(local.shape, "rank", None) == 0 else axis)
+
+    model._maybe_symbolic_build = build
+    strategy.reduce = reduce_scalars_whole
+
+
+def _write_metrics(config, run, recorder, status, seconds, info, model, datasets, plan, previous,
+                   stopped_by: str | None = None) -> dict[str, Any]:
+    # A resumed run's wall time includes the epochs of the earlier sessions.
+    seconds += sum(row.get("seconds", 0.0) for row in previous)
+    metrics = _summarise(config, recorder.rows, status, seconds, recorder, info, model)
+    metrics.update(train_images=len(datasets.train_files), val_images=len(datasets.val_files),
+                   test_images=len(datasets.test_files), classes=datasets.num_classes, skipped_files=len(plan.bad_files()))
+    if stopped_by:
+        metrics["stopped_by"] = stopped_by  # SIGINT (Ctrl-C) or SIGTERM
+    runs.write_json(run / runs.METRICS, metrics)
+    return metrics
+
+
+def checkpoint_bytes(model) -> int:
+    """Disk space a run needs for its checkpoints: best.keras plus a backup (weights and optimizer slots), with room to rename."""
+    return int(model.count_params()) * 4 * 3 * 2 + (1 << 20)
+
+
+def resume_command(run: Path) -> str:
+    """The exact command that continues `run`."""
+    try:
+        shown = Path(run).resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = Path(run).resolve()
+    return shlex.join(["imgcls", "train", "--resume", str(shown)])
+
+
+def _interrupted_message(run: Path, recorder, stopped_by: str) -> str:
+    saved = checkpoints.backup_epoch(run)
+    what = "Ctrl-C" if stopped_by == "SIGINT" else stopped_by
+    if recorder.started_epoch > saved:
+        done = {0: "no epoch had finished", 1: "epoch 1 is saved"}.get(saved, f"epochs 1-{saved} are saved")
+        epoch = f"epoch {recorder.started_epoch} was abandoned ({done})"
+    else:
+        epoch = f"stopped after epoch {saved}, which is saved"
+    return f"interrupted ({what}): {epoch}; resume with: {resume_command(run)}"
+
+
+def _history_until(run: Path, epoch: int) -> list[dict[str, float]]:
+    """history.csv's rows up to `epoch`: a row written after the last backup is trained again."""
+    rows = runs.read_history(run) if (Path(run) / runs.HISTORY_CSV).is_file() else []
+    return [{**row, "epoch": int(row["epoch"])} for row in rows if int(row["epoch"]) <= epoch]
+
+
+def _record_resume(run: Path, config: Config, command: str) -> None:
+    """config.yaml keeps the run's settings (overridden ones with --force) and notes each resume's command."""
+    saved = runs.read_config(run)
+    resolved = {**config.to_dict(), "imgcls": saved.get("imgcls", {})}
+    resolved["imgcls"]["resumed"] = [*resolved["imgcls"].get("resumed", []), command]
+    runs.write_yaml(run / runs.CONFIG, resolved)
+    runs.record_process(run)
+    # The earlier session's summary: the run trains again, and `imgcls runs` must say so.
+    (run / runs.METRICS).unlink(missing_ok=True)
+
+
+@contextmanager
+def _sigterm_raises_interrupt():
+    """SIGTERM (kill, a scheduler's pre-emption) stops training like Ctrl-C: artifacts written, exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    signal = "SIGTERM"
+
+
 def _write_run_start(config, run, plan, schedule, info, command) -> None:
     """Everything needed to understand, audit and repeat the run, written before the first step."""
     resolved = config.to_dict()
@@ -107,12 +271,16 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
         "tensorflow": tf_version(),
         "keras": __import__("keras").__version__,
         "python": sys.version.split()[0],
+        "packages": package_versions(),
         "command": command,
         "device": info.device,
         "precision": info.precision,
         "jit_compile": info.jit_compile,
+        "distribute": {"strategy": info.distribute, "replicas": info.replicas,
+                       "global_batch_size": config.data.batch_size * info.replicas},
         "learning_rate_schedule": schedule,
         "data_dir": str(Path(config.data.dir).resolve()),
+        "data_git": data_git_commit(Path(config.data.dir)),
         "cache": plan.cache.mode,
     }
     runs.write_yaml(run / runs.CONFIG, resolved)
@@ -125,19 +293,46 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
              "same_as": plan.relative(d.same_as), "dropped": d.dropped} for d in plan.duplicates])
 
 
+def package_versions() -> dict[str, str]:
+    """Installed versions of what decides a run's numbers (what `pip freeze` would say about them)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("tensorflow", "keras", "numpy", "pillow", "pydantic", "h5py"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass  # e.g. tensorflow-cpu or tf-nightly instead of tensorflow
+    return versions
+
+
+def data_git_commit(folder: Path) -> dict[str, Any] | None:
+    """The commit of the git repository holding the data folder, and whether its files differ from it; None outside git."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--", ".").strip())
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, no commit yet
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
 def tf_version() -> str:
     return import_tensorflow().__version__
 
 
-def _build_callbacks(config: Config, run: Path, recorder, keras):
+def _build_callbacks(config: Config, run: Path, recorder, keras, restored: dict | None = None):
+    """History, best.keras, early stopping, LR on plateau, TensorBoard; last the per-epoch backup (see checkpoints)."""
     cb = config.callbacks
-    callbacks = [
-        recorder.as_keras_callback(keras),
-        keras.callbacks.ModelCheckpoint(
-            str(run / runs.MODEL), monitor=cb.checkpoint.monitor,
-            mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode), save_best_only=True, verbose=0,
-        ),
-    ]
+    checkpoint = checkpoints.atomic_checkpoint(
+        keras, run / runs.MODEL, monitor=cb.checkpoint.monitor,
+        mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode), save_best_only=True, verbose=0,
+    )
+    callbacks = [recorder.as_keras_callback(keras), checkpoint]
     early_stopping = None
     if cb.early_stopping.enabled:
         early_stopping = keras.callbacks.EarlyStopping(
@@ -154,16 +349,19 @@ def _build_callbacks(config: Config, run: Path, recorder, keras):
         ))
     if cb.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
+    stateful = [c for c in callbacks if checkpoints.is_stateful(c)]
+    callbacks.append(checkpoints.epoch_backup(keras, run, stateful, restored))
     return callbacks, early_stopping
 
 
 class EpochRecorder:
     """Adds `lr` and `seconds` to each epoch's logs and rewrites history.csv after every epoch."""
 
-    def __init__(self, path: Path, train_images: int):
+    def __init__(self, path: Path, train_images: int, rows: list[dict[str, float]] = ()):
         self.path = path
         self.train_images = train_images
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float]] = list(rows)  # a resumed run's earlier epochs
+        self.started_epoch = 0  # 1-based number of the epoch in progress or last begun
         self.train_seconds: list[float] = []  # training phase only, validation excluded
 
     def as_keras_callback(self, keras):
@@ -173,6 +371,7 @@ class EpochRecorder:
 
         class _Callback(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
+                recorder.started_epoch = epoch + 1
                 self.epoch_start = self.train_end = time.perf_counter()
 
             def on_test_begin(self, logs=None):

@@ -1,0 +1,181 @@
+"""Checkpoints that survive a crash: best.keras written atomically, and a per-epoch backup to resume from.
+
+    <run>/best.keras               the best epoch's model (Keras' ModelCheckpoint, saved to a temporary
+                                   file in the run folder and renamed, so a crash keeps the previous one)
+    <run>/backup/epoch-<N>/        the state after epoch N, the newest one only:
+        model.weights.h5           weights and optimizer state (its iteration count drives the schedules)
+        random.npz                 the layers' random-generator states (dropout), which Keras does not save
+        early_stopping.npz         EarlyStopping's best weights, when it restores them
+        state.json                 epoch N and the state of ModelCheckpoint, EarlyStopping, ReduceLROnPlateau
+
+Why not Keras' BackupAndRestore: it writes its weights and its epoch number
+as two files in place (a crash between them resumes the wrong epoch), loses
+the dropout generators and every callback's state (patience counters, the
+best value so far), and deletes itself when training ends. Here a whole
+epoch folder is written under a temporary name and renamed, the same
+pattern as Keras' own `save_weights`, plus what it leaves out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BACKUP = "backup"
+_WEIGHTS = "model.weights.h5"
+_RANDOM = "random.npz"
+_EARLY_BEST = "early_stopping.npz"
+_STATE = "state.json"
+# The attributes that make each stateful Keras callback continue where it stopped.
+_CALLBACK_STATE = {
+    "ModelCheckpoint": ("best",),
+    "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+}
+
+
+def is_stateful(callback) -> bool:
+    """Whether `callback` has state the backup keeps (ModelCheckpoint, EarlyStopping, ReduceLROnPlateau, subclasses too)."""
+    return _kind(callback) is not None
+
+
+def _kind(callback) -> str | None:
+    return next((c.__name__ for c in type(callback).__mro__ if c.__name__ in _CALLBACK_STATE), None)
+
+
+def latest_backup(run: Path) -> Path | None:
+    """The newest complete epoch folder of `run`'s backup, or None."""
+    folder = Path(run) / BACKUP
+    epochs = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("epoch-*") if p.name.split("-")[1].isdigit())
+    return epochs[-1][1] if epochs else None
+
+
+def backup_epoch(run: Path) -> int:
+    """Epochs completed according to the backup (0 when there is none)."""
+    latest = latest_backup(run)
+    return json.loads((latest / _STATE).read_text())["epoch"] if latest else 0
+
+
+def atomic_checkpoint(keras, path: Path, **kwargs):
+    """Keras' ModelCheckpoint (its save-best logic and `model.save`), writing to a temporary file that is renamed."""
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        def _get_file_path(self, epoch, batch, logs):
+            return str(self._temporary)
+
+        def _save_model(self, epoch, batch, logs):
+            target = Path(self.target)
+            # Same folder, so the rename is atomic; ends in .keras, which model.save insists on.
+            self._temporary = target.parent / f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{target.suffix}"
+            try:
+                super()._save_model(epoch, batch, logs)
+                if self._temporary.exists():
+                    os.replace(self._temporary, target)
+            finally:
+                self._temporary.unlink(missing_ok=True)
+
+    checkpoint = AtomicModelCheckpoint(str(path), **kwargs)
+    checkpoint.target = str(path)
+    return checkpoint
+
+
+def epoch_backup(keras, run: Path, stateful: list, restore: dict[str, Any] | None = None):
+    """A callback that backs up the training state after every epoch; put it last among the callbacks.
+
+    Last, so it records the state the other callbacks reached in the same
+    epoch, and so its `on_train_begin` runs after theirs (which reset their
+    counters) and can put back the `restore` state `restore_state` returned.
+    """
+
+    class EpochBackup(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if restore:
+                for callback in stateful:
+                    for name, value in restore["callbacks"].get(_kind(callback), {}).items():
+                        setattr(callback, name, value)
+                    if restore.get("early_stopping_best") is not None and hasattr(callback, "best_weights"):
+                        callback.best_weights = restore["early_stopping_best"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            save_backup(self.model, Path(run), epoch + 1, stateful)
+
+    return EpochBackup()
+
+
+def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
+    """Write <run>/backup/epoch-<epoch>/ under a temporary name, rename it into place, drop older epochs."""
+    folder = Path(run) / BACKUP
+    folder.mkdir(exist_ok=True)
+    target = folder / f"epoch-{epoch}"
+    tmp = folder / f".epoch-{epoch}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        model.save_weights(str(tmp / _WEIGHTS))
+        np.savez(tmp / _RANDOM, *[np.asarray(v.numpy()) for v in _seed_states(model)])
+        state = {"epoch": epoch, "callbacks": {}, "learning_rate": None}
+        if any(_kind(c) == "ReduceLROnPlateau" for c in stateful):
+            # The one thing that changes a constant learning rate; not among the optimizer's saved variables.
+            state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
+        for callback in stateful:
+            state["callbacks"][_kind(callback)] = {name: _plain(getattr(callback, name, None)) for name in _CALLBACK_STATE[_kind(callback)]}
+            best_weights = getattr(callback, "best_weights", None)
+            if best_weights is not None:
+                np.savez(tmp / _EARLY_BEST, *best_weights)
+        (tmp / _STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        if target.exists():  # the same epoch again (a resumed run redoing an epoch that had no backup yet)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    for older in folder.glob("epoch-*"):
+        if older != target:
+            shutil.rmtree(older, ignore_errors=True)
+    return target
+
+
+def drop_backup(run: Path) -> None:
+    """A finished run has nothing to resume: its backup would only take disk space (Keras does the same)."""
+    shutil.rmtree(Path(run) / BACKUP, ignore_errors=True)
+
+
+def restore_state(model, run: Path) -> dict[str, Any] | None:
+    """Load the newest backup into a compiled `model`; return its state for `epoch_backup(restore=...)`, or None."""
+    latest = latest_backup(run)
+    if latest is None:
+        return None
+    # Keras loads optimizer variables only into a built optimizer (BackupAndRestore's own workaround).
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(str(latest / _WEIGHTS))
+    with np.load(latest / _RANDOM) as saved:
+        for variable, i in zip(_seed_states(model), range(len(saved.files))):
+            variable.assign(saved[f"arr_{i}"])
+    state = json.loads((latest / _STATE).read_text(encoding="utf-8"))
+    if state.get("learning_rate") is not None:
+        model.optimizer.learning_rate = state["learning_rate"]
+    state["early_stopping_best"] = None
+    if (latest / _EARLY_BEST).is_file():
+        with np.load(latest / _EARLY_BEST) as saved:
+            state["early_stopping_best"] = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    return state
+
+
+def _seed_states(model) -> list:
+    """The state variables of the layers' SeedGenerators (dropout, augmentation), in a stable order."""
+    return [v for v in model.non_trainable_variables if "seed_generator_state" in v.path]
+
+
+def _plain(value: Any) -> Any:
+    """JSON for a callback attribute (NumPy scalars and infinities included)."""
+    if value is None:
+        return None
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.item()
+    return float(value) if isinstance(value, float) else value

@@ -1,0 +1,74 @@
+"""`imgcls train --resume [RUN]`: may this run continue, and with which config?
+
+A run continues from its newest backup (`imgcls.checkpoints`) with the
+config it recorded. Anything that would make the continuation a different
+experiment is refused unless --force: a `--set` that changes a key, or a data
+folder whose split no longer matches split.csv. A finished run has nothing
+to resume. No TensorFlow here: these answers are instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgcls import runs
+from imgcls.config import Config, load_config
+from imgcls.errors import ImgclsError
+
+DONE = ("finished", "stopped_early")
+
+
+@dataclass
+class Resume:
+    run: Path
+    config: Config
+    status: str  # the run's status before resuming (interrupted, failed, finished, ...)
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE
+
+
+def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force: bool) -> Resume:
+    """The run to continue and its config, or ImgclsError saying why it cannot continue."""
+    folder = runs.resolve_run(run, runs_dir)
+    status = runs.run_status(folder)
+    if status == "running":
+        process = runs.read_json(folder / runs.PROCESS)
+        raise ImgclsError(f"{folder}: still training (process {process.get('pid')} on {process.get('host')}); "
+                          "stop it first, or wait for it to finish")
+    # data.dir as written may be relative to where training started; the run also recorded it absolute.
+    saved = runs.read_config(folder)
+    absolute = (saved.get("imgcls") or {}).get("data_dir")
+    moved = [f"data.dir={absolute}"] if absolute and not Path(saved["data"]["dir"]).is_dir() else []
+    recorded = load_config(folder / runs.CONFIG, moved)
+    config = load_config(folder / runs.CONFIG, moved + list(overrides))
+    changed = config_differences(recorded.to_dict(), config.to_dict())
+    if changed and not force:
+        raise ImgclsError(f"{folder}: --set changes {', '.join(changed)} from the run's config.yaml; "
+                          "a resumed run must be the same experiment (add --force to resume anyway)")
+    return Resume(folder, config, status)
+
+
+def check_same_split(run: Path, split_rows: list[dict[str, str]], force: bool) -> None:
+    """The data folder must still split into split.csv's images, or the resumed epochs train on other data."""
+    recorded = {(r["path"], r["class"], r["subset"]) for r in runs.read_split(run)}
+    now = {(r["path"], r["class"], r["subset"]) for r in split_rows}
+    if recorded != now and not force:
+        raise ImgclsError(f"{run}: the data folder changed since the run started ({len(now - recorded)} images new or moved, "
+                          f"{len(recorded - now)} gone or moved, compared with split.csv); add --force to resume anyway")
+
+
+def config_differences(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, e.g. ['train.epochs', 'model.filters']."""
+    keys = [k for k in before if k in after] + [k for k in after if k not in before] + [k for k in before if k not in after]
+    differing = []
+    for key in dict.fromkeys(keys):
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differing += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differing.append(f"{prefix}{key}")
+    return differing

@@ -1,0 +1,320 @@
+"""Runs that survive: Ctrl-C and SIGTERM, resume, atomic checkpoints, full disks, identical reruns, safe loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import keras
+import numpy as np
+import pytest
+from conftest import write_config
+
+from imgcls import runs, training
+
+DETERMINISTIC = {"deterministic": True, "device": "cpu"}
+
+
+def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt, final_weights=None, mid_epoch=False):
+    """Add a callback to training's that interrupts after an epoch (or in the middle of the next one) and keeps the final weights."""
+    real_build = training._build_callbacks
+
+    def stop():
+        if how is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), how)
+
+    def build(*args):
+        callbacks, early = real_build(*args)
+
+        class Probe(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if not mid_epoch and stop_after_epoch is not None and epoch + 1 == stop_after_epoch:
+                    stop()
+
+            def on_train_batch_end(self, batch, logs=None):
+                if mid_epoch and self.epoch == stop_after_epoch and batch == 1:
+                    stop()
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_end(self, logs=None):
+                if final_weights is not None:
+                    final_weights.extend(self.model.get_weights())
+
+        return callbacks + [Probe()], early
+
+    monkeypatch.setattr(training, "_build_callbacks", build)
+
+
+def without_seconds(run):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_history(run)]
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory, tiny_data):
+    """An uninterrupted 4-epoch run, and the same run stopped by Ctrl-C after epoch 2, copied, then resumed."""
+    from typer.testing import CliRunner
+
+    from imgcls.cli import app
+
+    root = tmp_path_factory.mktemp("resume")
+    config = write_config(root / "tiny.yaml", tiny_data, train={"epochs": 4}, runtime=DETERMINISTIC)
+
+    def train(*args):
+        return CliRunner().invoke(app, ["train", *map(str, args)], catch_exceptions=False)
+
+    whole, resumed = [], []
+    with pytest.MonkeyPatch.context() as mp:
+        patched_callbacks(mp, final_weights=whole)
+        assert train(config, "--runs-dir", root / "whole").exit_code == 0
+        patched_callbacks(mp, stop_after_epoch=2)
+        stopped = train(config, "--runs-dir", root / "runs")
+    run = (root / "runs" / "latest").resolve()
+    copy = shutil.copytree(run, root / "copies" / run.name)
+    with pytest.MonkeyPatch.context() as mp:
+        patched_callbacks(mp, final_weights=resumed)
+        again = train("--resume", "--runs-dir", root / "runs")
+    return {"whole": (root / "whole" / "latest").resolve(), "run": run, "copy": copy, "stopped": stopped,
+            "again": again, "whole_weights": whole, "resumed_weights": resumed}
+
+
+def test_ctrl_c_says_the_epoch_was_finished_and_shows_the_resume_command(interrupted_and_resumed):
+    stopped, copy = interrupted_and_resumed["stopped"], interrupted_and_resumed["copy"]
+    assert stopped.exit_code == 130
+    assert "stopped after epoch 2, which is saved" in stopped.stderr
+    assert "resume with: imgcls train --resume" in stopped.stderr and copy.name in stopped.stderr
+    metrics = runs.read_json(copy / "metrics.json")
+    assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGINT" and metrics["epochs_run"] == 2
+    assert (copy / "best.keras").is_file() and (copy / "history.png").is_file() and (copy / "backup" / "epoch-2").is_dir()
+
+
+def test_a_resumed_run_ends_like_an_uninterrupted_one(interrupted_and_resumed):
+    again, run, whole = interrupted_and_resumed["again"], interrupted_and_resumed["run"], interrupted_and_resumed["whole"]
+    assert again.exit_code == 0, again.output
+    assert "resuming after epoch 2 of 4 (optimizer step 8)" in again.stderr  # 27 training images, batches of 8
+    metrics = runs.read_json(run / "metrics.json")
+    assert metrics["status"] == "finished" and metrics["epochs_run"] == 4
+    assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()] == ["epoch", "1", "2", "3", "4"]
+    assert without_seconds(run) == without_seconds(whole)  # learning rates included: the schedule went on
+    for a, b in zip(interrupted_and_resumed["resumed_weights"], interrupted_and_resumed["whole_weights"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not (run / "backup").exists()  # finished: nothing left to resume
+    assert len(runs.read_config(run)["imgcls"]["resumed"]) == 1
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(cli, interrupted_and_resumed):
+    run = interrupted_and_resumed["run"]
+    before = (run / "history.csv").read_text()
+    result = cli("train", "--resume", run)
+    assert result.exit_code == 0 and "already finished; nothing to resume" in result.stderr
+    assert (run / "history.csv").read_text() == before
+
+
+def test_resuming_with_a_changed_config_is_refused_unless_forced(cli, interrupted_and_resumed):
+    copy = interrupted_and_resumed["copy"]
+    result = cli("train", "--resume", copy, "--set", "train.learning_rate=0.5", "--set", "model.dense=[8]")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "changes model.dense, train.learning_rate" in result.stderr and "--force" in result.stderr
+    assert runs.read_json(copy / "metrics.json")["status"] == "interrupted"  # untouched
+    forced = cli("train", "--resume", copy, "--set", "train.learning_rate=0.0005", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert runs.read_config(copy)["train"]["learning_rate"] == 0.0005 and runs.read_json(copy / "metrics.json")["epochs_run"] == 4
+
+
+def test_sigterm_mid_epoch_abandons_it_says_so_and_exits_143(cli, tmp_path, tiny_config, monkeypatch):
+    patched_callbacks(monkeypatch, stop_after_epoch=1, how=signal.SIGTERM, mid_epoch=True)
+    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=3")
+    assert result.exit_code == 143
+    run = (tmp_path / "latest").resolve()
+    metrics = runs.read_json(run / "metrics.json")
+    assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGTERM" and metrics["epochs_run"] == 1
+    assert "interrupted (SIGTERM): epoch 2 was abandoned (epoch 1 is saved)" in result.stderr
+    assert "imgcls train --resume" in result.stderr and (run / "history.png").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
+
+
+def test_early_stopping_patience_carries_over_a_resume(cli, tmp_path, tiny_config, monkeypatch):
+    """val_loss never improves by 1.0, so patience 2 stops after epoch 3, with or without an interruption after epoch 2."""
+    never_better = "callbacks.early_stopping={enabled: true, patience: 2, monitor: val_loss, min_delta: 1.0}"
+    with monkeypatch.context() as mp:
+        patched_callbacks(mp, stop_after_epoch=2)
+        assert cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=6", "--set", never_better,
+                   "--set", "evaluate.after_training=false").exit_code == 130
+    result = cli("train", "--resume", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    metrics = runs.read_json((tmp_path / "latest").resolve() / "metrics.json")
+    assert metrics["status"] == "stopped_early" and metrics["epochs_run"] == 3  # not 5: the wait count was restored
+
+
+# --------------------------------------------------------------------------- artifacts never half-written
+
+
+def test_a_checkpoint_save_that_dies_midway_keeps_the_previous_best_keras(cli, tmp_path, tiny_config, monkeypatch):
+    saves = []
+    real_save = keras.Model.save
+
+    def dying_save(model, filepath, *args, **kwargs):
+        saves.append(filepath)
+        if len(saves) == 1:
+            return real_save(model, filepath, *args, **kwargs)
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")  # what a crash mid-write leaves behind
+        raise OSError(28, "No space left on device", str(filepath))
+
+    monkeypatch.setattr(keras.Model, "save", dying_save)
+    # Save every epoch, so the second epoch's save is the one that dies.
+    monkeypatch.setattr(keras.callbacks.ModelCheckpoint, "_should_save_model", lambda *a: True)
+    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=3")
+    assert result.exit_code == 2 and "No space left on device" in result.stderr and "imgcls train --resume" in result.stderr
+    run = (tmp_path / "latest").resolve()
+    model = keras.saving.load_model(run / "best.keras")  # the first epoch's model, whole
+    assert model.output_shape == (None, 3)
+    assert not [p for p in run.iterdir() if p.name.startswith(".best")]  # no temporary file left
+    assert runs.read_json(run / "metrics.json")["status"] == "failed"
+
+
+def test_a_full_runs_folder_is_refused_before_training(cli, tmp_path, tiny_config, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    result = cli("train", tiny_config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "MiB free, but the checkpoints need about" in result.stderr
+    assert not any((tmp_path / "runs").iterdir())  # no run folder, latest untouched
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+def test_two_deterministic_cpu_runs_give_identical_histories(cli, tmp_path, tiny_data):
+    config = write_config(tmp_path / "c.yaml", tiny_data, runtime=DETERMINISTIC, evaluate={"after_training": False})
+    histories = []
+    for name in ("first", "second"):
+        assert cli("train", config, "--runs-dir", tmp_path, "--name", name).exit_code == 0
+        histories.append(without_seconds((tmp_path / "latest").resolve()))  # seconds is wall time
+    assert histories[0] == histories[1] and len(histories[0]) == 2
+
+
+def test_the_run_records_package_versions_and_the_command(trained_run):
+    recorded = runs.read_config(trained_run)["imgcls"]
+    assert set(recorded["packages"]) >= {"tensorflow", "keras", "numpy", "pillow", "pydantic"}
+    assert recorded["command"].startswith("imgcls ")
+    assert recorded["data_git"] is None  # the test images are not in a git repository
+
+
+def test_the_data_folders_git_commit_is_recorded_when_there_is_one(tmp_path):
+    import subprocess
+
+    make = {"cwd": tmp_path, "check": True, "capture_output": True}
+    (tmp_path / "a.txt").write_text("x")
+    subprocess.run(["git", "init", "-q"], **make)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data", "--allow-empty"], **make)
+    recorded = training.data_git_commit(tmp_path)
+    assert len(recorded["commit"]) == 40 and recorded["dirty"] is True  # a.txt is not committed
+
+
+# --------------------------------------------------------------------------- safe loading
+
+
+def test_a_keras_file_with_a_lambda_layer_is_refused(cli, tmp_path, trained_run, tiny_data):
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    keras.Model(inputs, outputs).save(tmp_path / "evil.keras")
+    (tmp_path / "labels.txt").write_text("blue\ngreen\nred\n")
+    result = cli("predict", tiny_data / "red" / "000.png", "--model", tmp_path / "evil.keras")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "evil.keras" in result.stderr and "Lambda" in result.stderr and "safe mode" in result.stderr
+
+
+# --------------------------------------------------------------------------- several devices and machines
+
+
+def free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_one_run_together_and_only_the_chief_writes_it(tmp_path, tiny_data):
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "c.yaml", tiny_data, train={"epochs": 1}, runtime={"distribute": "multi_worker"},
+                          evaluate={"after_training": False})
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+               "CUDA_VISIBLE_DEVICES": ""}
+        workers.append(subprocess.Popen([sys.executable, "-m", "imgcls", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    for worker in workers:
+        try:
+            _, stderr = worker.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for w in workers:
+                w.kill()
+            pytest.fail("multi-worker training did not finish in 240 s")
+        outputs.append(stderr)
+        assert worker.returncode == 0, stderr
+    assert "this is worker 0 (chief: writes the run folder)" in outputs[0]
+    assert "this is worker 1" in outputs[1] and "worker 1: finished after 1 epochs" in outputs[1]
+    assert all("global batch 16 = 8 per replica x 2 replicas" in out for out in outputs)
+    [run] = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
+    assert runs.read_json(run / "metrics.json")["status"] == "finished"
+    assert runs.read_config(run)["imgcls"]["distribute"] == {"strategy": "multi_worker", "replicas": 2, "global_batch_size": 16}
+    assert len(runs.read_history(run)) == 1
+
+
+def test_global_batch_and_linear_learning_rate_scaling_follow_the_replicas():
+    from imgcls.config import load_config
+    from imgcls.optim import resolve_schedule
+
+    config = load_config(raw={"data": {"dir": "d"}, "train": {"learning_rate": 0.01, "scale_learning_rate": "linear"}})
+    assert resolve_schedule(config.train, 10, replicas=4)["learning_rate"] == pytest.approx(0.04)
+    assert resolve_schedule(config.train, 10, replicas=1)["learning_rate"] == pytest.approx(0.01)
+    unscaled = load_config(raw={"data": {"dir": "d"}, "train": {"learning_rate": 0.01}})
+    assert resolve_schedule(unscaled.train, 10, replicas=4)["learning_rate"] == pytest.approx(0.01)
+
+
+def test_multi_worker_needs_tf_config_and_worker_0_is_the_chief(monkeypatch):
+    from imgcls.errors import ImgclsError
+    from imgcls.runtime import choose_strategy, is_chief
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ImgclsError, match="multi_worker needs TF_CONFIG"):
+        choose_strategy(None, "multi_worker", [])
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ImgclsError, match="TF_CONFIG is not valid JSON"):
+        choose_strategy(None, "multi_worker", [])
+    assert choose_strategy(None, "auto", ["one GPU"])[:2] == (None, "none")
+    workers = {"cluster": {"worker": ["a:1", "b:1"]}}
+    assert is_chief(("worker", 0), workers) and not is_chief(("worker", 1), workers)
+    with_chief = {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}}
+    assert is_chief(("chief", 0), with_chief) and not is_chief(("worker", 0), with_chief)
+
+
+def test_resume_finds_the_data_folder_from_another_working_folder(trained_run, tmp_path):
+    import yaml
+
+    from imgcls.resume import prepare_resume
+
+    run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    (run / "metrics.json").unlink()
+    (run / "process.json").write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["dir"] = "data/colours"  # relative to a folder we are not in
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    prepared = prepare_resume(run, tmp_path / "runs", [], force=False)
+    assert str(prepared.config.data.dir) == config["imgcls"]["data_dir"] and not prepared.done

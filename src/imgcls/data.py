@@ -338,9 +338,11 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     "memory", "none" or a file name prefix for a disk cache. Order matters:
     cache the decoded uint8 images (a quarter of float32's memory), *then*
     shuffle single images (a new order of images, not just of batches, every
-    epoch), then batch, cast and prefetch.
+    epoch), then batch, cast, augment (training only, `data.augment`) and prefetch.
     """
     import tensorflow as tf
+
+    from imgcls.augment import make_augmenter
 
     data = config.data
     images = images_dataset(files, data.image_size, config.channels)
@@ -357,6 +359,9 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
         buffer = data.shuffle_buffer or len(files)
         ds = ds.shuffle(buffer, seed=config.runtime.seed, reshuffle_each_iteration=True)
     ds = ds.batch(data.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    augment = make_augmenter(config) if training else None
+    if augment is not None:  # training batches only, after the cache: new variants every epoch
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

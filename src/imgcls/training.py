@@ -1,7 +1,13 @@
 """Training: one straight path from a validated config to a finished run folder.
 
     plan_data (scan, split) -> setup_runtime -> make_datasets -> build_model -> compile
-        -> create the run folder -> fit -> artifacts
+        -> create the run folder -> fit (per phase) -> artifacts
+
+A run is one phase, or two with `train.fine_tune` (transfer learning): the
+head alone with the pretrained backbone frozen, then the backbone (or its
+top layers) unfrozen at a lower learning rate. Both phases share the
+callbacks, so history.csv numbers epochs on, best.keras is the best of both,
+and `train.time_limit_minutes` is one budget for the whole run.
 
 `train` writes config.yaml, classes.json, split.csv and skipped_files.txt
 (and duplicates.csv when there are any) before the first step, history.csv
@@ -17,12 +23,13 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import imgcls
 from imgcls import runs
-from imgcls.config import Config, monitor_mode
+from imgcls.config import Config, TrainConfig, monitor_mode
 from imgcls.data import DataPlan, plan_data
 from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
@@ -46,7 +53,6 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
 
     from imgcls.data import make_datasets
     from imgcls.models import build_model
-    from imgcls.optim import build_loss, build_metrics, build_optimizer, resolve_schedule
 
     log(f"{info}")
     datasets = make_datasets(plan, config)
@@ -59,32 +65,41 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
         log(Text(f"class weights (train.class_weight): {weights}"))
 
     model = build_model(config, datasets.num_classes)
-    model.compile(
-        optimizer=build_optimizer(config.train, steps_per_epoch),
-        loss=build_loss(config),
-        metrics=build_metrics(config, datasets.num_classes),
-        jit_compile=info.jit_compile,
-    )
+    phases = _phases(config, steps_per_epoch)
+    _prepare_phase(model, phases[0], config, datasets.num_classes, info, steps_per_epoch)
     run = make_run()
     log(f"run folder: {run}")
     print_report(plan, log, skipped_file=run / runs.SKIPPED)
-    _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch), info, command)
+    _write_run_start(config, run, plan, phases, info, command)
     recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train)
-    callbacks, early_stopping = _build_callbacks(config, run, recorder, keras)
+    callbacks, early_stopping, clock = _build_callbacks(config, run, recorder, keras)
 
     status = "finished"
     start = time.perf_counter()
     try:
-        # shuffle=False: the dataset already reshuffles single images every epoch.
-        model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, class_weight=plan.class_weight,
-                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
+        for index, phase in enumerate(phases):
+            if index:
+                if clock is not None and clock.spent:
+                    break
+                _prepare_phase(model, phase, config, datasets.num_classes, info, steps_per_epoch)
+            if len(phases) > 1:
+                log(f"phase {index + 1} of {len(phases)}: {phase.description}, epochs {phase.first_epoch + 1}-{phase.last_epoch}")
+            # shuffle=False: the dataset already reshuffles single images every epoch.
+            model.fit(datasets.train, validation_data=datasets.val, initial_epoch=phase.first_epoch,
+                      epochs=phase.last_epoch, class_weight=plan.class_weight,
+                      callbacks=_with_ema(callbacks, config, keras), shuffle=False,
+                      verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt:
         status = "interrupted"
         log("\ninterrupted: the current epoch was abandoned; every completed epoch is saved")
-    if status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
+    if status == "finished" and clock is not None and clock.spent:
+        status = "time_limit"
+        log(f"time limit: stopped after {len(recorder.rows)} epochs (train.time_limit_minutes {config.train.time_limit_minutes:g})")
+    elif status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
         status = "stopped_early"
 
     metrics = _summarise(config, recorder.rows, status, time.perf_counter() - start, recorder, info, model)
+    metrics["phases"] = [{"phase": p.description, "epochs": [p.first_epoch + 1, p.last_epoch]} for p in phases]
     metrics.update(train_images=n_train, val_images=n_val, test_images=n_test, classes=datasets.num_classes,
                    skipped_files=len(plan.bad_files()))
     runs.write_json(run / runs.METRICS, metrics)
@@ -98,7 +113,61 @@ def train(config: Config, make_run: Callable[[], Path], log: Callable | None = N
     return run, metrics
 
 
-def _write_run_start(config, run, plan, schedule, info, command) -> None:
+@dataclass
+class Phase:
+    """One `fit` of a run: its epochs (Keras numbering: first_epoch is 0-based) and what trains."""
+
+    description: str
+    train: TrainConfig  # optimizer, learning rate and schedule of this phase
+    first_epoch: int
+    last_epoch: int
+    trainable: str | int  # the backbone's trainable part: all | none | N top layers
+    schedule: dict = field(default_factory=dict)
+
+
+def _phases(config: Config, steps_per_epoch: int) -> list[Phase]:
+    """One phase, or two for transfer learning: head alone with the backbone frozen, then fine-tuning."""
+    from imgcls.optim import fine_tune_train_config, resolve_schedule
+
+    train = config.train
+    if train.fine_tune is None:
+        return [Phase("all layers", train, 0, train.epochs, "all", resolve_schedule(train, steps_per_epoch))]
+    tune = fine_tune_train_config(train)
+    unfreeze = train.fine_tune.unfreeze
+    return [
+        Phase("head only, backbone frozen", train, 0, train.epochs, "none", resolve_schedule(train, steps_per_epoch)),
+        Phase(f"fine-tuning, {'whole backbone' if unfreeze == 'all' else f'top {unfreeze} backbone layers'} unfrozen "
+              f"at learning rate {tune.learning_rate:g}", tune, train.epochs, train.epochs + tune.epochs, unfreeze,
+              resolve_schedule(tune, steps_per_epoch)),
+    ]
+
+
+def _prepare_phase(model, phase: Phase, config: Config, num_classes: int, info, steps_per_epoch: int) -> None:
+    """Freeze what the phase keeps fixed and compile with the phase's optimizer (Keras needs a new compile after either)."""
+    from imgcls.models.backbone import set_backbone_trainable
+    from imgcls.optim import build_loss, build_metrics, build_optimizer
+
+    if config.train.fine_tune is not None:
+        set_backbone_trainable(model, phase.trainable)
+    model.compile(
+        optimizer=build_optimizer(phase.train, steps_per_epoch),
+        loss=build_loss(config),
+        metrics=build_metrics(config, num_classes),
+        jit_compile=info.jit_compile,
+    )
+
+
+def _with_ema(callbacks: list, config: Config, keras) -> list:
+    """Fresh EMA callbacks around the run's own: first the swap, last the guard (see imgcls.callbacks)."""
+    if not config.train.ema:
+        return callbacks
+    from imgcls.callbacks import ema_callbacks
+
+    swap, keep = ema_callbacks(keras)
+    return [swap, *callbacks, keep]
+
+
+def _write_run_start(config, run, plan, phases, info, command) -> None:
     """Everything needed to understand, audit and repeat the run, written before the first step."""
     resolved = config.to_dict()
     resolved["imgcls"] = {
@@ -110,7 +179,8 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
         "device": info.device,
         "precision": info.precision,
         "jit_compile": info.jit_compile,
-        "learning_rate_schedule": schedule,
+        "learning_rate_schedule": phases[0].schedule,
+        **({"fine_tune_learning_rate_schedule": phases[1].schedule} if len(phases) > 1 else {}),
         "data_dir": str(Path(config.data.dir).resolve()),
         "cache": plan.cache.mode,
     }
@@ -153,7 +223,13 @@ def _build_callbacks(config: Config, run: Path, recorder, keras):
         ))
     if cb.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
-    return callbacks, early_stopping
+    clock = None
+    if config.train.time_limit_minutes:
+        from imgcls.callbacks import time_limit
+
+        clock = time_limit(keras, config.train.time_limit_minutes)
+        callbacks.append(clock)
+    return callbacks, early_stopping, clock
 
 
 class EpochRecorder:
@@ -204,7 +280,7 @@ def _summarise(config, rows, status, wall_time, recorder, info, model) -> dict[s
         "best_epoch": int(best["epoch"]) if best else None,
         "best": {k: v for k, v in best.items() if k not in ("epoch", "seconds")} if best else {},
         "epochs_run": len(rows),
-        "epochs_planned": config.train.epochs,
+        "epochs_planned": config.train.epochs + (config.train.fine_tune.epochs if config.train.fine_tune else 0),
         "wall_time_s": round(wall_time, 2),
         "train_images_per_s": recorder.images_per_second(),
         "total_params": int(model.count_params()),

@@ -54,7 +54,8 @@ def time_limit(keras, minutes: float):
                 self._stop()
 
         def on_epoch_end(self, epoch, logs=None):
-            if self.start is not None and self.elapsed() + (time.perf_counter() - self.epoch_start) > self.seconds:
+            last = epoch + 1 >= self.params["epochs"]  # nothing left to cut short in this fit
+            if not last and self.start is not None and self.elapsed() + (time.perf_counter() - self.epoch_start) > self.seconds:
                 self._stop()
 
     return TimeLimit()

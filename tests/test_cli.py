@@ -92,14 +92,14 @@ def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_pa
     real_build = training._build_callbacks
 
     def with_interrupt(*args):
-        callbacks, early = real_build(*args)
+        callbacks, *rest = real_build(*args)
 
         class CtrlC(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 if epoch == 1:
                     raise KeyboardInterrupt
 
-        return callbacks + [CtrlC()], early
+        return (callbacks + [CtrlC()], *rest)
 
     monkeypatch.setattr(training, "_build_callbacks", with_interrupt)
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=4")

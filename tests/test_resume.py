@@ -27,7 +27,7 @@ def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt,
         os.kill(os.getpid(), how)
 
     def build(*args):
-        callbacks, early = real_build(*args)
+        callbacks, *rest = real_build(*args)
 
         class Probe(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -45,7 +45,7 @@ def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt,
                 if final_weights is not None:
                     final_weights.extend(self.model.get_weights())
 
-        return callbacks + [Probe()], early
+        return (callbacks + [Probe()], *rest)
 
     monkeypatch.setattr(training, "_build_callbacks", build)
 

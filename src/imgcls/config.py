@@ -67,6 +67,13 @@ class DataConfig(Section):
     shuffle_buffer: int | None = Field(
         None, ge=1, description="images in the shuffle buffer; null = the whole training set (a full reshuffle every epoch)"
     )
+    augment: Literal["none", "light", "strong"] = Field(
+        "none", description="training images only, in tf.data: none | light (flip, rotation, zoom, translation, contrast, "
+        "brightness) | strong (light + RandAugment, MixUp or CutMix, RandomErasing; needs label_mode categorical)"
+    )
+    augment_flip: Literal["horizontal", "vertical", "horizontal_and_vertical", "none"] = Field(
+        "horizontal", description="the flip light and strong use; none for images whose mirror is another class (digits, text)"
+    )
 
     @model_validator(mode="after")
     def _split_or_val_dir(self) -> DataConfig:
@@ -170,6 +177,19 @@ LOSS_FOR_LABEL_MODE = {
 }
 
 
+class FineTuneConfig(Section):
+    epochs: int = Field(10, ge=1, description="epochs of phase 2, after train.epochs of phase 1 (the head alone, backbone frozen)")
+    unfreeze: Literal["all"] | int = Field("all", description="all | N: unfreeze the whole backbone or only its top N layers")
+    learning_rate: float = Field(1e-5, gt=0, description="phase 2 learning rate (peak of train.schedule, re-run over the phase 2 epochs)")
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _positive_layers(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("give all, or a number of layers of at least 1")
+        return value
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, description="passes over the training set")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="adam | adamw | sgd | rmsprop")
@@ -195,6 +215,16 @@ class TrainConfig(Section):
     )
     class_weight: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="null | balanced (n_images / (n_classes x class count)) | {class name: weight} (others 1.0)"
+    )
+    ema: bool = Field(False, description="keep an exponential moving average of the weights; validation, best.keras "
+                      "and the final model use the averaged weights")
+    ema_momentum: float = Field(0.99, gt=0, lt=1, description="EMA decay per optimizer step (0.99: about the last 100 steps)")
+    fine_tune: FineTuneConfig | None = Field(
+        None, description="transfer learning in two phases (model.name backbone, pretrained): null = one phase, all "
+        "layers train | {epochs, unfreeze, learning_rate}"
+    )
+    time_limit_minutes: float | None = Field(
+        None, gt=0, description="stop cleanly once this much training time is spent (both phases); status time_limit"
     )
 
     @field_validator("class_weight", mode="before")
@@ -351,6 +381,18 @@ def _check_combinations(config: Config) -> list[str]:
             "callbacks.reduce_lr_on_plateau: cannot lower a scheduled learning rate; "
             "set train.schedule: none or disable reduce_lr_on_plateau"
         )
+    if data.augment == "strong" and data.label_mode != "categorical":
+        problems.append(
+            "data.augment: strong mixes images and their labels (MixUp/CutMix), which needs one-hot labels; "
+            "set data.label_mode: categorical, or use data.augment: light"
+        )
+    if train.fine_tune is not None:
+        weights = config.model.options.get("weights", "imagenet")
+        if config.model.name != "backbone":
+            problems.append(f"train.fine_tune: needs model.name: backbone (a pretrained backbone to freeze), not {config.model.name}")
+        elif weights == "none":
+            problems.append("train.fine_tune: a backbone with model.weights: none has nothing to keep frozen; "
+                            "use imagenet or a weights file, or remove train.fine_tune")
     if data.val_dir is not None and data.validation_split is not None:
         problems.append(
             "data.validation_split: not used when data.val_dir is set; remove one of them (or --set data.validation_split=null)"
@@ -514,6 +556,8 @@ def render_defaults() -> str:
             for variant in (ExponentialDecay, CosineDecay, PiecewiseConstant):
                 lines.append(f"  # schedule: {{name: {variant.model_fields['name'].annotation.__args__[0]}, ...}} options:")
                 lines += ["  #" + line[1:] for line in _render_section(variant, indent=1) if "name:" not in line]
+            lines.append("  # fine_tune: {...} options:")
+            lines += ["  #" + line[1:] for line in _render_section(FineTuneConfig, indent=1)]
     return "\n".join(lines) + "\n"
 
 

@@ -338,7 +338,7 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     "memory", "none" or a file name prefix for a disk cache. Order matters:
     cache the decoded uint8 images (a quarter of float32's memory), *then*
     shuffle single images (a new order of images, not just of batches, every
-    epoch), then batch and prefetch. Batches stay uint8: the model casts them
+    epoch), then batch, augment (training only, `data.augment`) and prefetch. Batches stay uint8: the model casts them
     inside the train step, so the batches prefetch buffers are small too
     (casting here made AUTOTUNE buffer float32 copies: +1 GB at 224x224).
 
@@ -350,6 +350,8 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     data.batch_size); a distribution strategy splits it among the replicas.
     """
     import tensorflow as tf
+
+    from imgcls.augment import make_augmenter
 
     data = config.data
     batch_size = batch_size or data.batch_size
@@ -366,12 +368,21 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     if training:
         buffer, seed = data.shuffle_buffer or len(files), config.runtime.seed
         one_pass = ds
-        ds = tf.data.Dataset.range(first_epoch, config.train.epochs).flat_map(
+        ds = tf.data.Dataset.range(first_epoch, total_epochs(config)).flat_map(
             lambda epoch: one_pass.shuffle(buffer, seed=seed + epoch * 7919, reshuffle_each_iteration=False)
             .batch(batch_size))
     else:
         ds = ds.batch(batch_size)
+    augment = make_augmenter(config) if training else None
+    if augment is not None:  # training batches only, after the cache: new variants every epoch
+        ds = ds.map(lambda x, y: augment(tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def total_epochs(config: Config) -> int:
+    """Epochs of every phase: train.epochs, plus train.fine_tune.epochs for transfer learning."""
+    tune = config.train.fine_tune
+    return config.train.epochs + (tune.epochs if tune is not None else 0)
 
 
 def _disk_cache_name(plan: DataPlan, subset: str, config: Config) -> str:

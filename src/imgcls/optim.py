@@ -66,7 +66,8 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int, replicas: int = 1)
     import keras
 
     learning_rate = build_learning_rate(resolve_schedule(train, steps_per_epoch, replicas))
-    common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": train.clipnorm}
+    common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": train.clipnorm,
+                              "use_ema": train.ema, "ema_momentum": train.ema_momentum}
     if train.weight_decay is not None:
         common["weight_decay"] = train.weight_decay
     if train.optimizer == "sgd":
@@ -77,6 +78,11 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int, replicas: int = 1)
     if train.optimizer == "adamw":
         return keras.optimizers.AdamW(**common)
     return keras.optimizers.Adam(**common)
+
+
+def fine_tune_train_config(train: TrainConfig) -> TrainConfig:
+    """Phase 2 of transfer learning: train.schedule re-run over the fine-tuning epochs at fine_tune.learning_rate."""
+    return train.model_copy(update={"epochs": train.fine_tune.epochs, "learning_rate": train.fine_tune.learning_rate})
 
 
 def current_learning_rate(optimizer) -> float:

@@ -58,7 +58,7 @@ EVAL = "eval.json"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_NORMALIZED_PNG = "confusion_matrix_normalized.png"
 MISCLASSIFIED_PNG = "misclassified.png"
-STATUSES = ("finished", "stopped_early", "interrupted", "failed", "running", "unknown")
+STATUSES = ("finished", "stopped_early", "time_limit", "interrupted", "failed", "running", "unknown")
 EXPORT = "export"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

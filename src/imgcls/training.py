@@ -1,7 +1,7 @@
 """Training: one straight path from a validated config to a finished run folder.
 
     plan_data (scan, split) -> setup_runtime -> make_datasets -> build_model -> compile
-        -> create the run folder -> fit -> artifacts
+        -> create the run folder -> fit (per phase) -> artifacts
 
 `train` writes config.yaml, classes.json, split.csv and skipped_files.txt
 (and duplicates.csv when there are any) before the first step, history.csv
@@ -28,14 +28,15 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import imgcls
 from imgcls import checkpoints, runs
 from imgcls.errors import ImgclsError
-from imgcls.config import Config, monitor_mode
-from imgcls.data import DataPlan, plan_data
+from imgcls.config import Config, TrainConfig, monitor_mode
+from imgcls.data import DataPlan, plan_data, total_epochs
 from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
@@ -62,7 +63,6 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
 
     from imgcls.data import make_datasets
     from imgcls.models import build_model
-    from imgcls.optim import build_loss, build_metrics, build_optimizer
 
     log(f"{info}")
     if resume and info.distribute == "multi_worker":
@@ -82,27 +82,26 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
         weights = ", ".join(f"{name} {plan.class_weight[i]:.3g}" for i, name in enumerate(plan.class_names))
         log(Text(f"class weights (train.class_weight): {weights}"))
 
+    if resume and config.train.fine_tune is not None:
+        raise ImgclsError("--resume: runs with train.fine_tune (two phases) cannot be resumed yet; start a new run")
+    phases = _phases(config, steps_per_epoch, info.replicas)
     with info.scope():  # variables of the model, optimizer and metrics are mirrored across replicas
         model = build_model(config, datasets.num_classes)
-        model.compile(
-            optimizer=build_optimizer(config.train, steps_per_epoch, info.replicas),
-            loss=build_loss(config),
-            metrics=build_metrics(config, datasets.num_classes),
-            jit_compile=info.jit_compile,
-        )
+        _prepare_phase(model, phases[0], config, datasets.num_classes, info, steps_per_epoch)
     # Only the chief writes the run folder; other workers save into a scratch folder (their saves
     # take part in the collective ops) that is deleted at the end.
     run = make_run(checkpoint_bytes(model)) if info.is_chief else Path(tempfile.mkdtemp(prefix="imgcls-worker-"))
     try:
-        return _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras)
+        return _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch,
+                         keras, phases)
     finally:
         if not info.is_chief:
             shutil.rmtree(run, ignore_errors=True)
 
 
-def _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras):
-    """Fit `model` with `run` as the run folder, then write metrics.json, history.png and the evaluation."""
-    from imgcls.optim import resolve_schedule
+def _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras, phases):
+    """Fit `model` (phase by phase) with `run` as the run folder, then write metrics.json, history.png and the evaluation."""
+    from imgcls.data import make_datasets
 
     n_train = len(datasets.train_files)
     if info.is_chief:
@@ -117,19 +116,31 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
             + (f" (optimizer step {int(model.optimizer.iterations.numpy())})" if restored else " (no epoch was backed up: from the start)"))
         _record_resume(run, config, command)
     else:
-        _write_run_start(config, run, plan, resolve_schedule(config.train, steps_per_epoch, info.replicas), info, command)
+        _write_run_start(config, run, plan, phases, info, command)
     _multi_worker_workarounds(model, info, datasets.val)
     recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train, previous)
-    callbacks, early_stopping = _build_callbacks(config, run, recorder, keras, restored)
+    callbacks, early_stopping, clock = _build_callbacks(config, run, recorder, keras, restored)
 
     status, stopped_by = "finished", None
     start = time.perf_counter()
     try:
         with _sigterm_raises_interrupt():
-            # shuffle=False: the dataset already reshuffles single images every epoch.
-            model.fit(datasets.train, validation_data=datasets.val, epochs=config.train.epochs, initial_epoch=first_epoch,
-                      steps_per_epoch=steps_per_epoch, class_weight=plan.class_weight,
-                      callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
+            for index, phase in enumerate(phases):
+                train_ds = datasets.train
+                if index:
+                    if clock is not None and clock.spent:
+                        break
+                    with info.scope():
+                        _prepare_phase(model, phase, config, datasets.num_classes, info, steps_per_epoch)
+                    # The training dataset starts at a given epoch (its shuffles are seeded per epoch).
+                    train_ds = make_datasets(plan, config, phase.first_epoch, replicas=info.replicas).train
+                if len(phases) > 1:
+                    log(f"phase {index + 1} of {len(phases)}: {phase.description}, epochs {phase.first_epoch + 1}-{phase.last_epoch}")
+                # shuffle=False: the dataset already reshuffles single images every epoch.
+                model.fit(train_ds, validation_data=datasets.val, epochs=phase.last_epoch,
+                          initial_epoch=max(first_epoch, phase.first_epoch), steps_per_epoch=steps_per_epoch,
+                          class_weight=plan.class_weight, callbacks=_with_ema(callbacks, config, keras), shuffle=False,
+                          verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt as exc:
         status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
         log(f"\n{_interrupted_message(run, recorder, stopped_by)}")
@@ -140,13 +151,16 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
             pass  # the disk is still full: `imgcls runs` shows the run as failed anyway (its process is gone)
         raise ImgclsError(f"{exc.filename or run}: {exc.strerror or exc}; training stopped, the last good best.keras and "
                           f"backup are intact; free space, then resume with: {resume_command(run)}") from None
-    if status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
+    if status == "finished" and clock is not None and clock.spent:
+        status = "time_limit"
+        log(f"time limit: stopped after {len(recorder.rows)} epochs (train.time_limit_minutes {config.train.time_limit_minutes:g})")
+    elif status == "finished" and early_stopping is not None and early_stopping.stopped_epoch > 0:
         status = "stopped_early"
     if status != "interrupted":
         checkpoints.drop_backup(run)
 
     metrics = _write_metrics(config, run, recorder, status, time.perf_counter() - start, info, model, datasets, plan,
-                             previous, stopped_by)
+                             previous, stopped_by, phases)
     if not info.is_chief:
         log(f"{info.task[0]} {info.task[1]}: {status} after {len(recorder.rows)} epochs; the chief wrote the run folder")
         return run, metrics
@@ -188,7 +202,7 @@ def _multi_worker_workarounds(model, info, dataset) -> None:
 
 
 def _write_metrics(config, run, recorder, status, seconds, info, model, datasets, plan, previous,
-                   stopped_by: str | None = None) -> dict[str, Any]:
+                   stopped_by: str | None = None, phases: list | None = None) -> dict[str, Any]:
     # A resumed run's wall time includes the epochs of the earlier sessions.
     seconds += sum(row.get("seconds", 0.0) for row in previous)
     metrics = _summarise(config, recorder.rows, status, seconds, recorder, info, model)
@@ -196,6 +210,8 @@ def _write_metrics(config, run, recorder, status, seconds, info, model, datasets
                    test_images=len(datasets.test_files), classes=datasets.num_classes, skipped_files=len(plan.bad_files()))
     if stopped_by:
         metrics["stopped_by"] = stopped_by  # SIGINT (Ctrl-C) or SIGTERM
+    if phases:
+        metrics["phases"] = [{"phase": p.description, "epochs": [p.first_epoch + 1, p.last_epoch]} for p in phases]
     runs.write_json(run / runs.METRICS, metrics)
     return metrics
 
@@ -263,7 +279,61 @@ class Terminated(KeyboardInterrupt):
     signal = "SIGTERM"
 
 
-def _write_run_start(config, run, plan, schedule, info, command) -> None:
+@dataclass
+class Phase:
+    """One `fit` of a run: its epochs (Keras numbering: first_epoch is 0-based) and what trains."""
+
+    description: str
+    train: TrainConfig  # optimizer, learning rate and schedule of this phase
+    first_epoch: int
+    last_epoch: int
+    trainable: str | int  # the backbone's trainable part: all | none | N top layers
+    schedule: dict = field(default_factory=dict)
+
+
+def _phases(config: Config, steps_per_epoch: int, replicas: int = 1) -> list[Phase]:
+    """One phase, or two for transfer learning: head alone with the backbone frozen, then fine-tuning."""
+    from imgcls.optim import fine_tune_train_config, resolve_schedule
+
+    train = config.train
+    if train.fine_tune is None:
+        return [Phase("all layers", train, 0, train.epochs, "all", resolve_schedule(train, steps_per_epoch, replicas))]
+    tune = fine_tune_train_config(train)
+    unfreeze = train.fine_tune.unfreeze
+    return [
+        Phase("head only, backbone frozen", train, 0, train.epochs, "none", resolve_schedule(train, steps_per_epoch, replicas)),
+        Phase(f"fine-tuning, {'whole backbone' if unfreeze == 'all' else f'top {unfreeze} backbone layers'} unfrozen "
+              f"at learning rate {tune.learning_rate:g}", tune, train.epochs, train.epochs + tune.epochs, unfreeze,
+              resolve_schedule(tune, steps_per_epoch, replicas)),
+    ]
+
+
+def _prepare_phase(model, phase: Phase, config: Config, num_classes: int, info, steps_per_epoch: int) -> None:
+    """Freeze what the phase keeps fixed and compile with the phase's optimizer (Keras needs a new compile after either)."""
+    from imgcls.models.backbone import set_backbone_trainable
+    from imgcls.optim import build_loss, build_metrics, build_optimizer
+
+    if config.train.fine_tune is not None:
+        set_backbone_trainable(model, phase.trainable)
+    model.compile(
+        optimizer=build_optimizer(phase.train, steps_per_epoch, info.replicas),
+        loss=build_loss(config),
+        metrics=build_metrics(config, num_classes),
+        jit_compile=info.jit_compile,
+    )
+
+
+def _with_ema(callbacks: list, config: Config, keras) -> list:
+    """Fresh EMA callbacks around the run's own: first the swap, last the guard (see imgcls.callbacks)."""
+    if not config.train.ema:
+        return callbacks
+    from imgcls.callbacks import ema_callbacks
+
+    swap, keep = ema_callbacks(keras)
+    return [swap, *callbacks, keep]
+
+
+def _write_run_start(config, run, plan, phases, info, command) -> None:
     """Everything needed to understand, audit and repeat the run, written before the first step."""
     resolved = config.to_dict()
     resolved["imgcls"] = {
@@ -278,7 +348,8 @@ def _write_run_start(config, run, plan, schedule, info, command) -> None:
         "jit_compile": info.jit_compile,
         "distribute": {"strategy": info.distribute, "replicas": info.replicas,
                        "global_batch_size": config.data.batch_size * info.replicas},
-        "learning_rate_schedule": schedule,
+        "learning_rate_schedule": phases[0].schedule,
+        **({"fine_tune_learning_rate_schedule": phases[1].schedule} if len(phases) > 1 else {}),
         "data_dir": str(Path(config.data.dir).resolve()),
         "data_git": data_git_commit(Path(config.data.dir)),
         "cache": plan.cache.mode,
@@ -349,9 +420,15 @@ def _build_callbacks(config: Config, run: Path, recorder, keras, restored: dict 
         ))
     if cb.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
+    clock = None
+    if config.train.time_limit_minutes:
+        from imgcls.callbacks import time_limit
+
+        clock = time_limit(keras, config.train.time_limit_minutes)
+        callbacks.append(clock)
     stateful = [c for c in callbacks if checkpoints.is_stateful(c)]
     callbacks.append(checkpoints.epoch_backup(keras, run, stateful, restored))
-    return callbacks, early_stopping
+    return callbacks, early_stopping, clock
 
 
 class EpochRecorder:
@@ -404,7 +481,7 @@ def _summarise(config, rows, status, wall_time, recorder, info, model) -> dict[s
         "best_epoch": int(best["epoch"]) if best else None,
         "best": {k: v for k, v in best.items() if k not in ("epoch", "seconds")} if best else {},
         "epochs_run": len(rows),
-        "epochs_planned": config.train.epochs,
+        "epochs_planned": total_epochs(config),
         "wall_time_s": round(wall_time, 2),
         "train_images_per_s": recorder.images_per_second(),
         "total_params": int(model.count_params()),

@@ -4,8 +4,10 @@
 
 `build_model` wraps the chosen builder between the parts imgcls owns:
 raw 0-255 pixels in (so a saved model needs no outside preprocessing),
-`Rescaling(1/255)`, the builder's features, and a float32 output layer
-(softmax, or one sigmoid unit for label_mode binary) that matches the loss.
+`Rescaling(1/255)` (unless the builder was registered with `rescale=False`
+and normalises the pixels itself, as the pretrained backbones do), the
+builder's features, and a float32 output layer (softmax, or one sigmoid
+unit for label_mode binary) that matches the loss.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 # Importing the builder modules registers them.
 from imgcls.errors import ImgclsError
-from imgcls.models import cnn_bn, simple_cnn, vgg  # noqa: F401
+from imgcls.models import backbone, cnn_bn, simple_cnn, vgg  # noqa: F401
 from imgcls.models.registry import MODELS, register_model
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
     height, width = config.data.image_size
 
     inputs = keras.Input(shape=(height, width, config.channels), name="image")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs) if entry.rescale else inputs
     try:
         x = entry.builder(x, options)
     except ValueError as exc:  # e.g. the image shrinks to nothing before the last conv

@@ -1,10 +1,13 @@
 """The model registry: `@register_model` builders, looked up by name.
 
 A builder is a small function `builder(inputs, options) -> features` that
-turns the (already rescaled) input tensor into a feature tensor with the
-Keras functional API. imgcls adds the input, the rescaling and the output
-layer itself (see `imgcls.models.build_model`), so no builder can get the
-output activation, its dtype or the loss pairing wrong.
+turns the input tensor into a feature tensor with the Keras functional API.
+imgcls adds the input, the rescaling to [0, 1] and the output layer itself
+(see `imgcls.models.build_model`), so no builder can get the output
+activation, its dtype or the loss pairing wrong. A builder registered with
+`rescale=False` receives the raw 0-255 pixels instead, because it brings its
+own input preprocessing (the pretrained backbones: each was trained with a
+different normalisation).
 
 Each builder declares a pydantic `options` class: its keys are what the
 config's `model:` section accepts beside `name`. This module imports no
@@ -32,20 +35,24 @@ class RegisteredModel:
     builder: Callable
     options: type[Options]
     description: str
+    rescale: bool = True  # False: the builder gets raw 0-255 pixels and normalises them itself
 
 
 MODELS: dict[str, RegisteredModel] = {}
 
 
-def register_model(options: type[Options], name: str | None = None):
-    """Decorator: make `builder` available as `model.name` in configs."""
+def register_model(options: type[Options], name: str | None = None, rescale: bool = True):
+    """Decorator: make `builder` available as `model.name` in configs.
+
+    `rescale=False`: imgcls does not scale the input to [0, 1] first.
+    """
 
     def decorate(builder: Callable) -> Callable:
         key = name or builder.__name__
         if key in MODELS:
             raise ValueError(f"model {key!r} is registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
-        MODELS[key] = RegisteredModel(key, builder, options, doc[0] if doc else "")
+        MODELS[key] = RegisteredModel(key, builder, options, doc[0] if doc else "", rescale)
         return builder
 
     return decorate

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgcls.errors import ImgclsError
-from imgcls.scan import IMAGE_EXTENSIONS, FolderScan, cache_folder, scan_folder
+from imgcls.scan import FolderScan, cache_folder, scan_folder
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -39,11 +39,6 @@ SUBSETS = ("train", "val", "test")
 MEMORY_CACHE_SHARE = 0.25  # data.cache auto keeps images in memory up to a quarter of RAM, else on disk
 
 Listing = FolderScan  # what `list_images` returns: the usable images of a folder, class by class
-
-
-def is_image_file(path: Path) -> bool:
-    """An image by its name (the scan decides by content; this is for quick filters)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
 def list_images(root: Path, class_names: list[str] | None = None) -> Listing:

@@ -38,10 +38,8 @@ if TYPE_CHECKING:
 SUBSETS = ("train", "val", "test")
 MEMORY_CACHE_SHARE = 0.25  # data.cache auto keeps images in memory up to a quarter of RAM, else on disk
 
-Listing = FolderScan  # what `list_images` returns: the usable images of a folder, class by class
 
-
-def list_images(root: Path, class_names: list[str] | None = None) -> Listing:
+def list_images(root: Path, class_names: list[str] | None = None) -> FolderScan:
     """The usable images of `root/<class>/**`; `class_names` forces the classes (e.g. a validation folder)."""
     return scan_folder(root, class_names)
 

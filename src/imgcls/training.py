@@ -18,6 +18,7 @@ and only the chief process writes the run folder.
 
 from __future__ import annotations
 
+import gc
 import math
 import shlex
 import shutil
@@ -92,11 +93,19 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
     # take part in the collective ops) that is deleted at the end.
     run = make_run(checkpoint_bytes(model)) if info.is_chief else Path(tempfile.mkdtemp(prefix="imgcls-worker-"))
     try:
-        return _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch,
-                         keras, phases)
+        run, metrics = _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch,
+                                 steps_per_epoch, keras, phases)
     finally:
         if not info.is_chief:
             shutil.rmtree(run, ignore_errors=True)
+    if info.is_chief:
+        # Evaluation loads best.keras and decodes the validation images again: let it reuse the
+        # memory of the training model and the cached images instead of adding to it.
+        del model, datasets
+        keras.backend.clear_session()
+        gc.collect()
+        _report_on(run, config, metrics, log)
+    return run, metrics
 
 
 def _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras, phases):
@@ -163,15 +172,17 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
                              previous, stopped_by, phases)
     if not info.is_chief:
         log(f"{info.task[0]} {info.task[1]}: {status} after {len(recorder.rows)} epochs; the chief wrote the run folder")
-        return run, metrics
-    if recorder.rows:
-        from imgcls.plots import plot_history
-
-        plot_history([run], run / runs.HISTORY_PNG)
-    from imgcls.evaluate import evaluate_after_training
-
-    evaluate_after_training(config, run, status, log)
     return run, metrics
+
+
+def _report_on(run: Path, config: Config, metrics: dict[str, Any], log: Callable) -> None:
+    """history.png and the evaluation of best.keras: the last artifacts of a run."""
+    from imgcls.evaluate import evaluate_after_training
+    from imgcls.plots import plot_history
+
+    if metrics["epochs_run"]:
+        plot_history([run], run / runs.HISTORY_PNG)
+    evaluate_after_training(config, run, metrics["status"], log)
 
 
 def _multi_worker_workarounds(model, info, dataset) -> None:

@@ -152,6 +152,24 @@ def test_early_stopping_patience_carries_over_a_resume(cli, tmp_path, tiny_confi
     assert metrics["status"] == "stopped_early" and metrics["epochs_run"] == 3  # not 5: the wait count was restored
 
 
+def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(cli, tmp_path, tiny_data, monkeypatch):
+    """The backup is saved with the EMA weights swapped into the model; the next epoch must train the raw ones."""
+    config = write_config(tmp_path / "ema.yaml", tiny_data, train={"epochs": 3, "ema": True}, runtime=DETERMINISTIC,
+                          evaluate={"after_training": False})
+    whole, resumed = [], []
+    with monkeypatch.context() as mp:
+        patched_callbacks(mp, final_weights=whole)
+        assert cli("train", config, "--runs-dir", tmp_path / "whole").exit_code == 0
+        patched_callbacks(mp, stop_after_epoch=1)
+        assert cli("train", config, "--runs-dir", tmp_path / "runs").exit_code == 130
+    with monkeypatch.context() as mp:
+        patched_callbacks(mp, final_weights=resumed)
+        assert cli("train", "--resume", "--runs-dir", tmp_path / "runs").exit_code == 0
+    assert without_seconds((tmp_path / "runs" / "latest").resolve()) == without_seconds((tmp_path / "whole" / "latest").resolve())
+    for a, b in zip(resumed, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture(scope="module")
 def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
     """A transfer-learning run (epochs 1-2 head only, 3-4 fine-tuning) whole, and stopped by Ctrl-C after epoch 1 or 3, then resumed.

@@ -139,9 +139,10 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
                     log(f"phase {index + 1} of {len(phases)}: {phase.description}, epochs {initial_epoch + 1}-{phase.last_epoch}")
                 # A phase the backup completed still gets its (empty) fit: its end (EMA values, EarlyStopping's
                 # best weights) happens as in an uninterrupted run. shuffle=False: the dataset reshuffles every epoch.
+                fit_callbacks = _with_ema(callbacks, config, keras, resumed=bool(restored) and index == current)
                 model.fit(train_ds, validation_data=datasets.val, epochs=phase.last_epoch,
                           initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                          class_weight=plan.class_weight, callbacks=_with_ema(callbacks, config, keras), shuffle=False,
+                          class_weight=plan.class_weight, callbacks=fit_callbacks, shuffle=False,
                           verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt as exc:
         status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
@@ -330,13 +331,13 @@ def _prepare_phase(model, phase: Phase, config: Config, num_classes: int, info, 
     )
 
 
-def _with_ema(callbacks: list, config: Config, keras) -> list:
+def _with_ema(callbacks: list, config: Config, keras, resumed: bool = False) -> list:
     """Fresh EMA callbacks around the run's own: first the swap, last the guard (see imgcls.callbacks)."""
     if not config.train.ema:
         return callbacks
     from imgcls.callbacks import ema_callbacks
 
-    swap, keep = ema_callbacks(keras)
+    swap, keep = ema_callbacks(keras, resumed)
     return [swap, *callbacks, keep]
 
 

@@ -190,7 +190,7 @@ def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
     results = {}
     for name, stop_after in (("whole", None), ("phase 1", 1), ("phase 2", 3)):
         weights = []
-        with pytest.MonkeyPatch.context() as mp:
+        with pytest.MonkeyPatch.context() as mp:  # the resumed run starts after `stop_after`: the probe never stops it
             patched_callbacks(mp, stop_after_epoch=stop_after, final_weights=weights)
             stopped = train(config, "--runs-dir", root / name)
             again = train("--resume", "--runs-dir", root / name) if stop_after else None

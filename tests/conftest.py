@@ -65,6 +65,16 @@ def tiny_config(tmp_path_factory, tiny_data) -> Path:
     return write_config(tmp_path_factory.mktemp("configs") / "tiny.yaml", tiny_data)
 
 
+@pytest.fixture(scope="session")
+def mobilenet_weights(tmp_path_factory) -> Path:
+    """A .weights.h5 saved from a freshly built MobileNetV3Small without its top, as a user would save one."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v3_small.weights.h5"
+    keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    return path
+
+
 @pytest.fixture
 def cli():
     """Run `imgcls ...` in-process; returns click's Result (exit_code, stdout, stderr)."""

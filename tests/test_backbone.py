@@ -21,14 +21,6 @@ def backbone_model(size: int = 32, num_classes: int = 3, **options):
     return build_model(config, num_classes)
 
 
-@pytest.fixture(scope="module")
-def mobilenet_weights(tmp_path_factory):
-    """A .weights.h5 saved from a freshly built MobileNetV3Small without its top, as a user would save one."""
-    path = tmp_path_factory.mktemp("weights") / "mobilenet_v3_small.weights.h5"
-    keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
-    return path
-
-
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_backbone_builds_from_scratch_at_32x32(name):
     model = backbone_model(backbone=name, weights="none")

@@ -10,6 +10,7 @@ import signal
 import keras
 import numpy as np
 import pytest
+import yaml
 from conftest import write_config
 
 from imgcls import runs, training
@@ -42,8 +43,8 @@ def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt,
                 self.epoch = epoch
 
             def on_train_end(self, logs=None):
-                if final_weights is not None:
-                    final_weights.extend(self.model.get_weights())
+                if final_weights is not None:  # each phase's fit ends: keep the last
+                    final_weights[:] = self.model.get_weights()
 
         return (callbacks + [Probe()], *rest)
 
@@ -54,19 +55,20 @@ def without_seconds(run):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_history(run)]
 
 
-@pytest.fixture(scope="module")
-def interrupted_and_resumed(tmp_path_factory, tiny_data):
-    """An uninterrupted 4-epoch run, and the same run stopped by Ctrl-C after epoch 2, copied, then resumed."""
+def train(*args):
+    """`imgcls train ...` in-process, for module-scoped fixtures (the `cli` fixture is per test)."""
     from typer.testing import CliRunner
 
     from imgcls.cli import app
 
+    return CliRunner().invoke(app, ["train", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory, tiny_data):
+    """An uninterrupted 4-epoch run, and the same run stopped by Ctrl-C after epoch 2, copied, then resumed."""
     root = tmp_path_factory.mktemp("resume")
     config = write_config(root / "tiny.yaml", tiny_data, train={"epochs": 4}, runtime=DETERMINISTIC)
-
-    def train(*args):
-        return CliRunner().invoke(app, ["train", *map(str, args)], catch_exceptions=False)
-
     whole, resumed = [], []
     with pytest.MonkeyPatch.context() as mp:
         patched_callbacks(mp, final_weights=whole)
@@ -148,6 +150,91 @@ def test_early_stopping_patience_carries_over_a_resume(cli, tmp_path, tiny_confi
     assert result.exit_code == 0, result.output
     metrics = runs.read_json((tmp_path / "latest").resolve() / "metrics.json")
     assert metrics["status"] == "stopped_early" and metrics["epochs_run"] == 3  # not 5: the wait count was restored
+
+
+def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(cli, tmp_path, tiny_data, monkeypatch):
+    """The backup is saved with the EMA weights swapped into the model; the next epoch must train the raw ones."""
+    config = write_config(tmp_path / "ema.yaml", tiny_data, train={"epochs": 3, "ema": True}, runtime=DETERMINISTIC,
+                          evaluate={"after_training": False})
+    whole, resumed = [], []
+    with monkeypatch.context() as mp:
+        patched_callbacks(mp, final_weights=whole)
+        assert cli("train", config, "--runs-dir", tmp_path / "whole").exit_code == 0
+        patched_callbacks(mp, stop_after_epoch=1)
+        assert cli("train", config, "--runs-dir", tmp_path / "runs").exit_code == 130
+    with monkeypatch.context() as mp:
+        patched_callbacks(mp, final_weights=resumed)
+        assert cli("train", "--resume", "--runs-dir", tmp_path / "runs").exit_code == 0
+    assert without_seconds((tmp_path / "runs" / "latest").resolve()) == without_seconds((tmp_path / "whole" / "latest").resolve())
+    for a, b in zip(resumed, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
+    """A transfer-learning run (epochs 1-2 head only, 3-4 fine-tuning) whole, and stopped by Ctrl-C after epoch 1 or 3, then resumed.
+
+    best.keras follows val_loss, which changes a little every epoch here. Early stopping never sees an
+    improvement of 1.0, so each phase's fit (Keras resets it in on_train_begin) ends restoring its first
+    epoch's weights: resumed runs must carry its state, and drop it where a new phase starts.
+    """
+    root = tmp_path_factory.mktemp("two-phase")
+    config = write_config(root / "pretrained.yaml", tiny_data, runtime=DETERMINISTIC, evaluate={"after_training": False},
+                          train={"epochs": 2, "learning_rate": 0.05,
+                                 "fine_tune": {"epochs": 2, "unfreeze": 20, "learning_rate": 0.005}},
+                          callbacks={"checkpoint": {"monitor": "val_loss"},
+                                     "early_stopping": {"enabled": True, "patience": 2, "monitor": "val_loss", "min_delta": 1.0}})
+    raw = yaml.safe_load(config.read_text())
+    raw["model"] = {"name": "backbone", "backbone": "mobilenet_v3_small", "weights": str(mobilenet_weights)}
+    config.write_text(yaml.safe_dump(raw))
+    results = {}
+    for name, stop_after in (("whole", None), ("phase 1", 1), ("phase 2", 3)):
+        weights = []
+        with pytest.MonkeyPatch.context() as mp:  # the resumed run starts after `stop_after`: the probe never stops it
+            patched_callbacks(mp, stop_after_epoch=stop_after, final_weights=weights)
+            stopped = train(config, "--runs-dir", root / name)
+            again = train("--resume", "--runs-dir", root / name) if stop_after else None
+        results[name] = {"run": (root / name / "latest").resolve(), "stopped": stopped, "again": again, "weights": weights}
+    return results
+
+
+def assert_same_run(resumed, whole):
+    """History (learning rates included), best epoch, phases and final weights of `resumed` are those of `whole`."""
+    run = resumed["run"]
+    assert [int(row["epoch"]) for row in runs.read_history(run)] == [1, 2, 3, 4]
+    assert without_seconds(run) == without_seconds(whole["run"])
+    metrics, expected = runs.read_json(run / "metrics.json"), runs.read_json(whole["run"] / "metrics.json")
+    assert metrics["status"] == "finished"
+    assert {k: metrics[k] for k in ("epochs_run", "best_epoch", "best", "phases")} == {
+        k: expected[k] for k in ("epochs_run", "best_epoch", "best", "phases")}
+    assert resumed["weights"] and len(resumed["weights"]) == len(whole["weights"])
+    for a, b in zip(resumed["weights"], whole["weights"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    best, expected_best = (keras.saving.load_model(r / "best.keras").get_weights() for r in (run, whole["run"]))
+    for a, b in zip(best, expected_best, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_two_phase_run_stopped_in_phase_1_resumes_there_then_fine_tunes(two_phase_runs):
+    resumed = two_phase_runs["phase 1"]
+    assert resumed["stopped"].exit_code == 130
+    again = resumed["again"]
+    assert again.exit_code == 0, again.output
+    assert "resuming after epoch 1 of 4" in again.stderr
+    assert "phase 1 of 2: head only, backbone frozen, epochs 2-2" in again.stderr
+    assert "phase 2 of 2: fine-tuning, top 20 backbone layers unfrozen at learning rate 0.005, epochs 3-4" in again.stderr
+    assert_same_run(resumed, two_phase_runs["whole"])
+
+
+def test_a_two_phase_run_stopped_in_phase_2_resumes_fine_tuning_at_its_optimizer_step(two_phase_runs):
+    resumed = two_phase_runs["phase 2"]
+    assert resumed["stopped"].exit_code == 130
+    again = resumed["again"]
+    assert again.exit_code == 0, again.output
+    # 4 steps: the fine-tuning optimizer's own count (one epoch of 27 images in batches of 8), not phase 1's.
+    assert "resuming after epoch 3 of 4 (optimizer step 4)" in again.stderr
+    assert "phase 1 of 2" not in again.stderr and "phase 2 of 2: fine-tuning" in again.stderr
+    assert_same_run(resumed, two_phase_runs["whole"])
 
 
 # --------------------------------------------------------------------------- artifacts never half-written

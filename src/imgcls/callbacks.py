@@ -61,12 +61,16 @@ def time_limit(keras, minutes: float):
     return TimeLimit()
 
 
-def ema_callbacks(keras) -> tuple:
+def ema_callbacks(keras, resumed: bool = False) -> tuple:
     """(first, last): SwapEMAWeights to put before ModelCheckpoint, and its guard to put after every stopper.
 
     Make a new pair for every `fit`: a new optimizer has new EMA variables.
+    `resumed`: the fit continues from a backup, which was saved after the
+    swap (the EMA weights in the model, the raw ones in the optimizer), so
+    the next epoch must begin by swapping them back.
     """
     swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = resumed
 
     class KeepEMAOnStop(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

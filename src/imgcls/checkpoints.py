@@ -91,16 +91,21 @@ def epoch_backup(keras, run: Path, stateful: list, restore: dict[str, Any] | Non
     Last, so it records the state the other callbacks reached in the same
     epoch, and so its `on_train_begin` runs after theirs (which reset their
     counters) and can put back the `restore` state `restore_state` returned.
+    That happens in the first `fit` only: a later phase's `fit` resets them,
+    as it does in an uninterrupted run.
     """
 
     class EpochBackup(keras.callbacks.Callback):
+        pending = restore
+
         def on_train_begin(self, logs=None):
-            if restore:
+            if self.pending:
                 for callback in stateful:
-                    for name, value in restore["callbacks"].get(_kind(callback), {}).items():
+                    for name, value in self.pending["callbacks"].get(_kind(callback), {}).items():
                         setattr(callback, name, value)
-                    if restore.get("early_stopping_best") is not None and hasattr(callback, "best_weights"):
-                        callback.best_weights = restore["early_stopping_best"]
+                    if self.pending.get("early_stopping_best") is not None and hasattr(callback, "best_weights"):
+                        callback.best_weights = self.pending["early_stopping_best"]
+                self.pending = None
 
         def on_epoch_end(self, epoch, logs=None):
             save_backup(self.model, Path(run), epoch + 1, stateful)

@@ -83,12 +83,11 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
         weights = ", ".join(f"{name} {plan.class_weight[i]:.3g}" for i, name in enumerate(plan.class_names))
         log(Text(f"class weights (train.class_weight): {weights}"))
 
-    if resume and config.train.fine_tune is not None:
-        raise ImgclsError("--resume: runs with train.fine_tune (two phases) cannot be resumed yet; start a new run")
     phases = _phases(config, steps_per_epoch, info.replicas)
     with info.scope():  # variables of the model, optimizer and metrics are mirrored across replicas
         model = build_model(config, datasets.num_classes)
-        _prepare_phase(model, phases[0], config, datasets.num_classes, info, steps_per_epoch)
+        # A resumed run starts in its backup's phase: the backup holds that phase's optimizer variables.
+        _prepare_phase(model, phases[_phase_of(phases, first_epoch)], config, datasets.num_classes, info, steps_per_epoch)
     # Only the chief writes the run folder; other workers save into a scratch folder (their saves
     # take part in the collective ops) that is deleted at the end.
     run = make_run(checkpoint_bytes(model)) if info.is_chief else Path(tempfile.mkdtemp(prefix="imgcls-worker-"))
@@ -121,7 +120,7 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
         with info.scope():
             restored = checkpoints.restore_state(model, run)
         previous = _history_until(run, first_epoch)
-        log(f"resuming after epoch {first_epoch} of {config.train.epochs}"
+        log(f"resuming after epoch {first_epoch} of {total_epochs(config)}"
             + (f" (optimizer step {int(model.optimizer.iterations.numpy())})" if restored else " (no epoch was backed up: from the start)"))
         _record_resume(run, config, command)
     else:
@@ -134,21 +133,25 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
     start = time.perf_counter()
     try:
         with _sigterm_raises_interrupt():
-            for index, phase in enumerate(phases):
-                train_ds = datasets.train
-                if index:
+            current = _phase_of(phases, first_epoch)  # prepared in `train`, with the backup restored into it
+            for index in range(current, len(phases)):
+                phase, train_ds = phases[index], datasets.train
+                if index > current:
                     if clock is not None and clock.spent:
                         break
                     with info.scope():
                         _prepare_phase(model, phase, config, datasets.num_classes, info, steps_per_epoch)
                     # The training dataset starts at a given epoch (its shuffles are seeded per epoch).
                     train_ds = make_datasets(plan, config, phase.first_epoch, replicas=info.replicas).train
-                if len(phases) > 1:
-                    log(f"phase {index + 1} of {len(phases)}: {phase.description}, epochs {phase.first_epoch + 1}-{phase.last_epoch}")
-                # shuffle=False: the dataset already reshuffles single images every epoch.
+                initial_epoch = max(first_epoch, phase.first_epoch)
+                if len(phases) > 1 and initial_epoch < phase.last_epoch:
+                    log(f"phase {index + 1} of {len(phases)}: {phase.description}, epochs {initial_epoch + 1}-{phase.last_epoch}")
+                # A phase the backup completed still gets its (empty) fit: its end (EMA values, EarlyStopping's
+                # best weights) happens as in an uninterrupted run. shuffle=False: the dataset reshuffles every epoch.
+                fit_callbacks = _with_ema(callbacks, config, keras, resumed=bool(restored) and index == current)
                 model.fit(train_ds, validation_data=datasets.val, epochs=phase.last_epoch,
-                          initial_epoch=max(first_epoch, phase.first_epoch), steps_per_epoch=steps_per_epoch,
-                          class_weight=plan.class_weight, callbacks=_with_ema(callbacks, config, keras), shuffle=False,
+                          initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                          class_weight=plan.class_weight, callbacks=fit_callbacks, shuffle=False,
                           verbose=1 if sys.stderr.isatty() else 2)
     except KeyboardInterrupt as exc:
         status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
@@ -319,6 +322,11 @@ def _phases(config: Config, steps_per_epoch: int, replicas: int = 1) -> list[Pha
     ]
 
 
+def _phase_of(phases: list[Phase], epochs_done: int) -> int:
+    """Index of the phase that trained epoch `epochs_done` (1-based; 0: none yet), where a resumed run continues."""
+    return next((i for i, p in enumerate(phases) if epochs_done <= p.last_epoch), len(phases) - 1)
+
+
 def _prepare_phase(model, phase: Phase, config: Config, num_classes: int, info, steps_per_epoch: int) -> None:
     """Freeze what the phase keeps fixed and compile with the phase's optimizer (Keras needs a new compile after either)."""
     from imgcls.models.backbone import set_backbone_trainable
@@ -334,13 +342,13 @@ def _prepare_phase(model, phase: Phase, config: Config, num_classes: int, info, 
     )
 
 
-def _with_ema(callbacks: list, config: Config, keras) -> list:
+def _with_ema(callbacks: list, config: Config, keras, resumed: bool = False) -> list:
     """Fresh EMA callbacks around the run's own: first the swap, last the guard (see imgcls.callbacks)."""
     if not config.train.ema:
         return callbacks
     from imgcls.callbacks import ema_callbacks
 
-    swap, keep = ema_callbacks(keras)
+    swap, keep = ema_callbacks(keras, resumed)
     return [swap, *callbacks, keep]
 
 

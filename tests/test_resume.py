@@ -193,8 +193,12 @@ def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
         with pytest.MonkeyPatch.context() as mp:  # the resumed run starts after `stop_after`: the probe never stops it
             patched_callbacks(mp, stop_after_epoch=stop_after, final_weights=weights)
             stopped = train(config, "--runs-dir", root / name)
+            # Forced to unfreeze other layers than the backup's optimizer state belongs to: refused, backup kept.
+            mismatch = train("--resume", "--runs-dir", root / name, "--force", "--set", "train.fine_tune.unfreeze=10") \
+                if stop_after == 3 else None
             again = train("--resume", "--runs-dir", root / name) if stop_after else None
-        results[name] = {"run": (root / name / "latest").resolve(), "stopped": stopped, "again": again, "weights": weights}
+        results[name] = {"run": (root / name / "latest").resolve(), "stopped": stopped, "again": again, "weights": weights,
+                         "mismatch": mismatch}
     return results
 
 
@@ -235,6 +239,13 @@ def test_a_two_phase_run_stopped_in_phase_2_resumes_fine_tuning_at_its_optimizer
     assert "resuming after epoch 3 of 4 (optimizer step 4)" in again.stderr
     assert "phase 1 of 2" not in again.stderr and "phase 2 of 2: fine-tuning" in again.stderr
     assert_same_run(resumed, two_phase_runs["whole"])
+
+
+def test_a_resume_forced_to_unfreeze_other_layers_is_refused_not_trained_on_wrong_optimizer_state(two_phase_runs):
+    refused = two_phase_runs["phase 2"]["mismatch"]
+    assert refused.exit_code == 2
+    assert "the backup trained" in refused.stderr and "resume with the run's own config" in refused.stderr
+    assert "Traceback" not in refused.output
 
 
 # --------------------------------------------------------------------------- artifacts never half-written

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from imgcls.errors import ImgclsError
+
 BACKUP = "backup"
 _WEIGHTS = "model.weights.h5"
 _RANDOM = "random.npz"
@@ -123,7 +125,7 @@ def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
     try:
         model.save_weights(str(tmp / _WEIGHTS))
         np.savez(tmp / _RANDOM, *[np.asarray(v.numpy()) for v in _seed_states(model)])
-        state = {"epoch": epoch, "callbacks": {}, "learning_rate": None}
+        state = {"epoch": epoch, "trainable_weights": len(model.trainable_variables), "callbacks": {}, "learning_rate": None}
         if any(_kind(c) == "ReduceLROnPlateau" for c in stateful):
             # The one thing that changes a constant learning rate; not among the optimizer's saved variables.
             state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
@@ -155,6 +157,14 @@ def restore_state(model, run: Path) -> dict[str, Any] | None:
     latest = latest_backup(run)
     if latest is None:
         return None
+    state = json.loads((latest / _STATE).read_text(encoding="utf-8"))
+    # Keras would load the optimizer state of other weights with only a warning (a --force that moved
+    # the fine-tuning phase, or changed what it unfreezes): refuse instead.
+    saved, now = state.get("trainable_weights"), len(model.trainable_variables)
+    if saved is not None and saved != now:
+        raise ImgclsError(f"{latest}: the backup trained {saved} weight tensors, this config trains {now} at epoch "
+                          f"{state['epoch'] + 1} (train.epochs or train.fine_tune changed?); resume with the run's own "
+                          "config, or start a new run")
     # Keras loads optimizer variables only into a built optimizer (BackupAndRestore's own workaround).
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
@@ -162,7 +172,6 @@ def restore_state(model, run: Path) -> dict[str, Any] | None:
     with np.load(latest / _RANDOM) as saved:
         for variable, i in zip(_seed_states(model), range(len(saved.files))):
             variable.assign(saved[f"arr_{i}"])
-    state = json.loads((latest / _STATE).read_text(encoding="utf-8"))
     if state.get("learning_rate") is not None:
         model.optimizer.learning_rate = state["learning_rate"]
     state["early_stopping_best"] = None

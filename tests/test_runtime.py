@@ -94,3 +94,11 @@ def test_each_run_gets_its_own_folder_even_within_the_same_second(tmp_path):
     first, second = runs.create_run(tmp_path, "demo"), runs.create_run(tmp_path, "demo")
     assert first != second
     assert (tmp_path / runs.LATEST).resolve() == second.resolve()
+
+
+def test_training_on_the_cpu_runs_one_op_at_a_time_unless_configured():
+    from imgcls.runtime import inter_op_threads
+
+    assert inter_op_threads(RuntimeConfig(), on_cpu=True) == 1
+    assert inter_op_threads(RuntimeConfig(), on_cpu=False) is None  # GPUs: TensorFlow's default
+    assert inter_op_threads(RuntimeConfig(inter_op_threads=4), on_cpu=True) == 4

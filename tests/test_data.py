@@ -125,6 +125,16 @@ def test_a_resumed_training_dataset_repeats_the_epoch_order_of_an_uninterrupted_
     assert resumed == pytest.approx(whole[-len(resumed):]) and len(resumed) == len(whole) // 3
 
 
+def test_datasets_run_without_the_autotune_thread_that_stalled_the_end_of_training(tiny_data):
+    # Deleting fit's training iterator mid-stream waited for that thread's sleep: 15-42 s after the last epoch.
+    from imgcls.data import make_datasets
+
+    config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 32}})
+    datasets = make_datasets(plan_data(config), config)
+    assert datasets.train.options().autotune.enabled is False  # None is TF's default: on
+    assert datasets.val.options().autotune.enabled is False
+
+
 def test_binary_label_mode_needs_two_classes(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "label_mode": "binary"}})
     with pytest.raises(ImgclsError, match="binary needs exactly 2 classes"):

@@ -178,7 +178,8 @@ def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(cli, tmp_path, tiny_da
 
 @pytest.fixture(scope="module")
 def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
-    """A transfer-learning run (epochs 1-2 head only, 3-4 fine-tuning) whole, and stopped by Ctrl-C after epoch 1 or 3, then resumed.
+    """A transfer-learning run (epochs 1-2 head only, 3-4 fine-tuning) whole, and one stopped by Ctrl-C twice:
+    after epoch 1 (phase 1), resumed, after epoch 3 (phase 2), resumed again to the end.
 
     best.keras follows val_loss, which changes a little every epoch here. Early stopping never sees an
     improvement of 1.0, so each phase's fit (Keras resets it in on_train_begin) ends restoring its first
@@ -193,19 +194,24 @@ def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
     raw = yaml.safe_load(config.read_text())
     raw["model"] = {"name": "backbone", "backbone": "mobilenet_v3_small", "weights": str(mobilenet_weights)}
     config.write_text(yaml.safe_dump(raw))
-    results = {}
-    for name, stop_after in (("whole", None), ("phase 1", 1), ("phase 2", 3)):
+
+    def until(stop_after, *args):
+        """Train (or resume) with a Ctrl-C after epoch `stop_after` (None: never); returns the result and final weights."""
         weights = []
-        with pytest.MonkeyPatch.context() as mp:  # the resumed run starts after `stop_after`: the probe never stops it
+        with pytest.MonkeyPatch.context() as mp:
             patched_callbacks(mp, stop_after_epoch=stop_after, final_weights=weights)
-            stopped = train(config, "--runs-dir", root / name)
-            # Forced to unfreeze other layers than the backup's optimizer state belongs to: refused, backup kept.
-            mismatch = train("--resume", "--runs-dir", root / name, "--force", "--set", "train.fine_tune.unfreeze=10") \
-                if stop_after == 3 else None
-            again = train("--resume", "--runs-dir", root / name) if stop_after else None
-        results[name] = {"run": (root / name / "latest").resolve(), "stopped": stopped, "again": again, "weights": weights,
-                         "mismatch": mismatch}
-    return results
+            return train(*args), weights
+
+    whole, whole_weights = until(None, config, "--runs-dir", root / "whole")
+    stopped_in_phase_1, _ = until(1, config, "--runs-dir", root / "twice")
+    stopped_in_phase_2, _ = until(3, "--resume", "--runs-dir", root / "twice")
+    # Forced to unfreeze other layers than the backup's optimizer state belongs to: refused, backup kept.
+    mismatch, _ = until(None, "--resume", "--runs-dir", root / "twice", "--force", "--set", "train.fine_tune.unfreeze=10")
+    finished, weights = until(None, "--resume", "--runs-dir", root / "twice")
+    return {"whole": {"run": (root / "whole" / "latest").resolve(), "result": whole, "weights": whole_weights},
+            "twice": {"run": (root / "twice" / "latest").resolve(), "weights": weights},
+            "stopped in phase 1": stopped_in_phase_1, "stopped in phase 2": stopped_in_phase_2,
+            "mismatch": mismatch, "finished": finished}
 
 
 def assert_same_run(resumed, whole):
@@ -226,29 +232,29 @@ def assert_same_run(resumed, whole):
 
 
 def test_a_two_phase_run_stopped_in_phase_1_resumes_there_then_fine_tunes(two_phase_runs):
-    resumed = two_phase_runs["phase 1"]
-    assert resumed["stopped"].exit_code == 130
-    again = resumed["again"]
-    assert again.exit_code == 0, again.output
+    assert two_phase_runs["stopped in phase 1"].exit_code == 130
+    again = two_phase_runs["stopped in phase 2"]  # the resume, itself stopped after epoch 3
+    assert again.exit_code == 130, again.output
     assert "resuming after epoch 1 of 4" in again.stderr
     assert "phase 1 of 2: head only, backbone frozen, epochs 2-2" in again.stderr
     assert "phase 2 of 2: fine-tuning, top 20 backbone layers unfrozen at learning rate 0.005, epochs 3-4" in again.stderr
-    assert_same_run(resumed, two_phase_runs["whole"])
 
 
 def test_a_two_phase_run_stopped_in_phase_2_resumes_fine_tuning_at_its_optimizer_step(two_phase_runs):
-    resumed = two_phase_runs["phase 2"]
-    assert resumed["stopped"].exit_code == 130
-    again = resumed["again"]
+    again = two_phase_runs["finished"]
     assert again.exit_code == 0, again.output
     # 4 steps: the fine-tuning optimizer's own count (one epoch of 27 images in batches of 8), not phase 1's.
     assert "resuming after epoch 3 of 4 (optimizer step 4)" in again.stderr
     assert "phase 1 of 2" not in again.stderr and "phase 2 of 2: fine-tuning" in again.stderr
-    assert_same_run(resumed, two_phase_runs["whole"])
+
+
+def test_a_two_phase_run_stopped_in_each_phase_and_resumed_ends_as_the_uninterrupted_one(two_phase_runs):
+    assert two_phase_runs["whole"]["result"].exit_code == 0
+    assert_same_run(two_phase_runs["twice"], two_phase_runs["whole"])
 
 
 def test_a_resume_forced_to_unfreeze_other_layers_is_refused_not_trained_on_wrong_optimizer_state(two_phase_runs):
-    refused = two_phase_runs["phase 2"]["mismatch"]
+    refused = two_phase_runs["mismatch"]
     assert refused.exit_code == 2
     assert "the backup trained" in refused.stderr and "resume with the run's own config" in refused.stderr
     assert "Traceback" not in refused.output

@@ -84,7 +84,7 @@ def setup_runtime(runtime: RuntimeConfig, distribute: bool = False) -> RuntimeIn
     import keras
 
     gpus = _select_gpus(tf, runtime.device)
-    _set_threads(tf, runtime, on_cpu=not gpus)
+    _set_threads(tf, runtime)
     for gpu in gpus:
         # GPU-only: without it TensorFlow grabs all GPU memory up front.
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -172,25 +172,17 @@ def _compute_capability(tf, gpu) -> tuple[int, int] | None:
     return tf.config.experimental.get_device_details(gpu).get("compute_capability")
 
 
-def inter_op_threads(runtime: RuntimeConfig, on_cpu: bool) -> int | None:
-    """runtime.inter_op_threads, or auto: 1 on the CPU, TensorFlow's default (None) with GPUs.
+def _set_threads(tf, runtime: RuntimeConfig) -> None:
+    """Thread pools must be sized before TensorFlow runs its first op; unset means TensorFlow's default (all cores).
 
-    On the CPU every op already uses all cores (intra-op threads), so running
-    several ops at once only keeps more of their buffers alive: measured on
-    the 2-core CPU here with scripts/bench_runtime.py (celebrity CNN, 224 px),
-    the same images/s (0.97x, within noise) and about 85 MB less peak RSS.
+    inter-op 1 was the CPU default once (less peak memory); measured again with
+    more runs it cost 6-9% of training speed here, so every default is TensorFlow's.
     """
-    return runtime.inter_op_threads or (1 if on_cpu else None)
-
-
-def _set_threads(tf, runtime: RuntimeConfig, on_cpu: bool) -> None:
-    """Thread pools must be sized before TensorFlow runs its first op."""
-    inter_op = inter_op_threads(runtime, on_cpu)
     try:
         if runtime.threads:
             tf.config.threading.set_intra_op_parallelism_threads(runtime.threads)
-        if inter_op:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        if runtime.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(runtime.inter_op_threads)
     except RuntimeError:
         pass  # already initialised in this process (a second run in one Python session)
 

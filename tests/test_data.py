@@ -135,6 +135,14 @@ def test_datasets_run_without_the_autotune_thread_that_stalled_the_end_of_traini
     assert datasets.val.options().autotune.enabled is False
 
 
+def test_predict_and_report_images_run_without_the_autotune_thread(tiny_data):
+    # Predict on 500 images waited about 4.5 s after its last batch in one call of two.
+    from imgcls.data import images_dataset
+
+    files = [str(p) for p in sorted(p for p in tiny_data.rglob("*") if p.is_file())[:2]]
+    assert images_dataset(files, (32, 32), 3).batch(2).prefetch(1).options().autotune.enabled is False
+
+
 def test_binary_label_mode_needs_two_classes(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "label_mode": "binary"}})
     with pytest.raises(ImgclsError, match="binary needs exactly 2 classes"):

@@ -308,7 +308,7 @@ class RuntimeConfig(Section):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per op (intra-op); null = TensorFlow's default, all cores")
     inter_op_threads: int | None = Field(None, ge=1, description="ops run in parallel (inter-op); null = TensorFlow's default "
-                                         "(1 saves ~40-85 MB on a CPU but trained 6-9% slower here)")
+                                         "(1 saves ~40-85 MB on a CPU but trained 7% slower here)")
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
         "auto", description="auto (MirroredStrategy when more than one GPU is visible, else none) | none | mirrored "
         "(every visible GPU of this machine) | multi_worker (MultiWorkerMirroredStrategy, machines listed in TF_CONFIG); "

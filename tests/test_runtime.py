@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import pytest
@@ -100,15 +101,9 @@ def test_thread_pools_keep_tensorflows_defaults_unless_configured():
     from imgcls.runtime import _set_threads
 
     calls = {}
-
-    class Threading:
-        def set_intra_op_parallelism_threads(self, n):
-            calls["intra"] = n
-
-        def set_inter_op_parallelism_threads(self, n):
-            calls["inter"] = n
-
-    tf = type("tf", (), {"config": type("config", (), {"threading": Threading()})})
+    threading = SimpleNamespace(set_intra_op_parallelism_threads=lambda n: calls.update(intra=n),
+                                set_inter_op_parallelism_threads=lambda n: calls.update(inter=n))
+    tf = SimpleNamespace(config=SimpleNamespace(threading=threading))  # records what would be set
     _set_threads(tf, RuntimeConfig())
     assert calls == {}  # measured: inter-op 1 on the CPU trained 7% slower
     _set_threads(tf, RuntimeConfig(threads=2, inter_op_threads=4))

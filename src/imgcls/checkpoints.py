@@ -1,7 +1,8 @@
 """Checkpoints that survive a crash: best.keras written atomically, and a per-epoch backup to resume from.
 
-    <run>/best.keras               the best epoch's model (Keras' ModelCheckpoint, saved to a temporary
-                                   file in the run folder and renamed, so a crash keeps the previous one)
+    <run>/best.keras               the best epoch's model, float32 and without optimizer state (Keras'
+                                   ModelCheckpoint, saved to a temporary file in the run folder and
+                                   renamed, so a crash keeps the previous one)
     <run>/backup/epoch-<N>/        the state after epoch N, the newest one only:
         model.weights.h5           weights and optimizer state (its iteration count drives the schedules)
         random.npz                 the layers' random-generator states (dropout), which Keras does not save
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from imgcls import runs
 from imgcls.errors import ImgclsError
 
 BACKUP = "backup"
@@ -64,27 +66,23 @@ def backup_epoch(run: Path) -> int:
     return json.loads((latest / _STATE).read_text())["epoch"] if latest else 0
 
 
-def atomic_checkpoint(keras, path: Path, **kwargs):
-    """Keras' ModelCheckpoint (its save-best logic and `model.save`), writing to a temporary file that is renamed."""
+def best_model_checkpoint(keras, path: Path, **kwargs):
+    """Keras' ModelCheckpoint deciding when to save; what it saves is the model as artifacts hold it.
 
-    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-        def _get_file_path(self, epoch, batch, logs):
-            return str(self._temporary)
+    That is `imgcls.models.inference_model`: float32 whatever the training
+    precision, without the optimizer state (the backup keeps that, for
+    resuming). It is written to a temporary file beside `path` and renamed,
+    so a crash mid-save keeps the previous best.keras.
+    """
+    from imgcls.models import inference_model
 
+    class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
         def _save_model(self, epoch, batch, logs):
-            target = Path(self.target)
-            # Same folder, so the rename is atomic; ends in .keras, which model.save insists on.
-            self._temporary = target.parent / f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{target.suffix}"
-            try:
-                super()._save_model(epoch, batch, logs)
-                if self._temporary.exists():
-                    os.replace(self._temporary, target)
-            finally:
-                self._temporary.unlink(missing_ok=True)
+            if self._should_save_model(epoch, batch, logs, self.filepath):
+                with runs.atomic_path(Path(self.filepath)) as temporary:
+                    inference_model(self.model).save(temporary)
 
-    checkpoint = AtomicModelCheckpoint(str(path), **kwargs)
-    checkpoint.target = str(path)
-    return checkpoint
+    return BestModelCheckpoint(str(path), **kwargs)
 
 
 def epoch_backup(keras, run: Path, stateful: list, restore: dict[str, Any] | None = None):

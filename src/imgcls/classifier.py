@@ -84,23 +84,30 @@ def _tensorflow():
     return import_tensorflow()
 
 
-def load_keras(path: Path, compile: bool = True):
-    """A .keras file loaded in safe mode (no code from the file is executed)."""
+def load_keras(path: Path):
+    """A .keras file loaded in safe mode (no code from the file is executed), as `inference_model` makes it.
+
+    That is float32 and uncompiled whatever the file holds: a model saved
+    under a mixed precision policy (by another tool, or by imgcls before
+    best.keras was saved in float32) is converted here.
+    """
     _tensorflow()
     import keras
 
+    from imgcls.models import inference_model
+
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # a damaged or foreign file: say which and why, without a traceback
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ImgclsError(f"{path}: refused: the file carries Python code (a Lambda layer), which could run anything; "
                               "imgcls loads models in Keras safe mode only. Use a model without Lambda layers") from None
         raise ImgclsError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+    return inference_model(model)
 
 
 def _keras_classifier(path: Path, class_names: list[str]) -> Classifier:
-    # Not compiled: no optimizer state, which an export would otherwise carry along.
-    model = load_keras(path, compile=False)
+    model = load_keras(path)
     height, width, channels = _image_shape(model.input_shape, path)
     return Classifier(class_names, (height, width), channels,
                       lambda images: np.asarray(model.predict_on_batch(images.astype(np.float32))),

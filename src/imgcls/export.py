@@ -6,14 +6,16 @@
         saved_model.pb, variables/   savedmodel: signatures serving_default (float32 images),
                                      serving_uint8 (uint8 images), serving_bytes (encoded JPEG/PNG)
         model.tflite                 tflite: float32, or float16, dynamic-range or int8 quantized
-        model.keras                  keras: the best checkpoint without its optimizer state
+        model.keras                  keras: the best checkpoint (float32, no optimizer state)
         labels.txt                   class names, one a line, in output order
         export.json                  input, preprocessing, classes, source run, versions, sizes, verification
 
 Every exported model takes raw 0-255 pixels of the training size (the model
-rescales them itself) and returns class probabilities. int8 is calibrated on
-up to REPRESENTATIVE_IMAGES training images from the run's split.csv and
-takes and returns uint8.
+rescales them itself) and returns class probabilities. It computes in
+float32, whatever precision the run trained in (best.keras is saved that
+way, see `imgcls.models.inference_model`), unless --quantize asks for
+smaller. int8 is calibrated on up to REPRESENTATIVE_IMAGES training images
+from the run's split.csv and takes and returns uint8.
 
 The folder is built beside the target under a temporary name. The written
 model is loaded back the way `imgcls predict --model` loads it and compared
@@ -37,12 +39,15 @@ import imgcls
 from imgcls import runs
 from imgcls.classifier import EXPORT_INFO, LABELS, Classifier
 from imgcls.errors import ImgclsError
+from imgcls.runtime import import_tensorflow
 
 FORMATS = ("savedmodel", "tflite", "keras")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 REPRESENTATIVE_IMAGES = 300  # int8 calibration: a few hundred images cover the activation ranges
 VERIFY_IMAGES = 200
 MIN_AGREEMENT = 0.99  # top-1 agreement with the Keras model that every export but int8 must reach
+COMPUTES = {"none": "float32", "float16": "float32 (weights stored as float16)",
+            "dynamic": "float32 activations, int8 weights", "int8": "int8"}
 
 
 def check_request(fmt: str, quantize: str) -> None:
@@ -98,7 +103,7 @@ def export_run(run: Path, fmt: str, quantize: str = "none", out: Path | None = N
 
 
 def _write_keras(source: Classifier, folder: Path, quantize: str, representative) -> Path:
-    """The model without the optimizer state that best.keras keeps for resuming training."""
+    """best.keras as `imgcls.models.inference_model` holds it: float32, without optimizer state."""
     path = folder / "model.keras"
     source.model.save(path)
     return path
@@ -107,7 +112,7 @@ def _write_keras(source: Classifier, folder: Path, quantize: str, representative
 def _write_savedmodel(source: Classifier, folder: Path, quantize: str, representative) -> Path:
     """A SavedModel with three serving signatures over the same weights (Keras' ExportArchive)."""
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from imgcls.data import decode_image
 
@@ -135,7 +140,7 @@ def _write_savedmodel(source: Classifier, folder: Path, quantize: str, represent
 
 def _write_tflite(source: Classifier, folder: Path, quantize: str, representative) -> Path:
     """Keras' LiteRT export, restricted to built-in TFLite ops so the file runs on any TFLite runtime."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     path = folder / "model.tflite"
     target_spec = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
@@ -195,7 +200,7 @@ def _calibration_images(run: Path, source: Classifier):
                  if rows else f"{run} has no {runs.SPLIT}")
         raise ImgclsError(f"--quantize int8 calibrates on training images, but {where}; "
                           "restore the data folder, or use --quantize dynamic")
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from imgcls.data import images_dataset
 
@@ -251,7 +256,7 @@ def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -
 
 def _describe(run, source, exported, fmt, quantize, model_path, folder, verification) -> dict:
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     config = runs.read_config(run)
     (height, width), channels = source.image_size, source.channels
@@ -275,6 +280,8 @@ def _describe(run, source, exported, fmt, quantize, model_path, folder, verifica
         "preprocessing": (f"decode the image (JPEG, PNG, BMP or the first GIF frame) to {channels} channel(s), "
                           f"resize to {height}x{width} (bilinear, antialiased, aspect ratio not kept), round to 0-255; "
                           "no normalisation: the model rescales by 1/255 itself (imgcls.data.load_image)"),
+        # The training precision stays with training: every export computes in float32 unless quantized.
+        "precision": {"trained": config.get("imgcls", {}).get("precision"), "computes": COMPUTES[quantize]},
         "classes": classes,
         "source_run": str(Path(run).resolve()),
         "source_model": runs.MODEL,

@@ -18,6 +18,7 @@ import numpy as np
 from imgcls.classifier import Classifier, best_model_path, load_keras
 from imgcls.data import images_dataset
 from imgcls.errors import ImgclsError
+from imgcls.runtime import import_tensorflow
 from imgcls.scan import check_loose_files, readable_paths
 
 
@@ -66,7 +67,7 @@ def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None)
 
 
 def load_model(run: Path):
-    """The run's best.keras, compiled, loaded in safe mode (no code from the file is executed)."""
+    """The run's best.keras, loaded in safe mode (no code from the file is executed), float32."""
     return load_keras(best_model_path(run))
 
 
@@ -82,7 +83,7 @@ def class_probabilities(classifier: Classifier, files: list[Path], batch_size: i
     32 a batch: on a 2-core CPU the forward pass ran 5-10% faster than at 64
     (the celebrity CNN's activations at 224 px fit the caches better).
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     # The scan's conversion: a WebP, EXIF-rotated or transparent image reaches the model as in training.
     ds = images_dataset(readable_paths(files), classifier.image_size, classifier.channels)

@@ -97,6 +97,8 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
     finally:
         if not info.is_chief:
             shutil.rmtree(run, ignore_errors=True)
+        # The mixed policy is for training only: the evaluation below, and whatever the caller builds next, get Keras' default.
+        keras.mixed_precision.set_global_policy("float32")
     if info.is_chief:
         # Evaluation loads best.keras and decodes the validation images again: let it reuse the
         # memory of the training model and the cached images instead of adding to it.
@@ -418,7 +420,7 @@ def tf_version() -> str:
 def _build_callbacks(config: Config, run: Path, recorder, keras, restored: dict | None = None):
     """History, best.keras, early stopping, LR on plateau, TensorBoard; last the per-epoch backup (see checkpoints)."""
     cb = config.callbacks
-    checkpoint = checkpoints.atomic_checkpoint(
+    checkpoint = checkpoints.best_model_checkpoint(
         keras, run / runs.MODEL, monitor=cb.checkpoint.monitor,
         mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode), save_best_only=True, verbose=0,
     )

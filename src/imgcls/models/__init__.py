@@ -8,6 +8,9 @@ raw 0-255 pixels in (so a saved model needs no outside preprocessing),
 and normalises the pixels itself, as the pretrained backbones do), the
 builder's features, and a float32 output layer (softmax, or one sigmoid
 unit for label_mode binary) that matches the loss.
+
+`inference_model` is the same network as every artifact holds it (best.keras,
+each export, what predict and evaluate run): float32, without the optimizer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 
     from imgcls.config import Config
 
-__all__ = ["MODELS", "build_model", "register_model", "output_units"]
+__all__ = ["MODELS", "build_model", "inference_model", "register_model", "output_units"]
 
 
 def output_units(label_mode: str, num_classes: int) -> int:
@@ -53,3 +56,48 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
     # float32 even under a mixed policy: softmax and the loss need the range.
     outputs = keras.layers.Activation("sigmoid" if binary else "softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name=config.model.name)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` as an artifact holds it: float32 compute, no optimizer or compile state.
+
+    Mixed precision is a training-time setting, but a saved layer keeps its
+    dtype policy: a model trained under mixed_bfloat16 or mixed_float16 would
+    compute in half precision wherever it is loaded (several times slower on a
+    CPU without native bf16) and TFLite cannot convert it at all. A mixed
+    model's weights are float32 already, so a float32 copy with the same
+    weights computes what training computed, only more exactly. A float32
+    model is not copied: the result shares its layers, without its optimizer.
+    """
+    import keras
+
+    network = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, uncompiled
+    if not half_precision_layers(model):
+        return network
+    copy = keras.models.clone_model(network, clone_function=_float32_layer, recursive=True)
+    copy.set_weights(network.get_weights())
+    return copy
+
+
+def half_precision_layers(model: keras.Model) -> list[str]:
+    """Names of the layers (nested models' included) that compute in float16 or bfloat16."""
+    return [layer.name for layer in _all_layers(model) if _computes_in_half(layer)]
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model, e.g. a keras.applications backbone
+            yield from _all_layers(layer)
+
+
+def _computes_in_half(layer) -> bool:
+    policy = getattr(layer, "dtype_policy", None)  # operations such as `x + y` have none
+    return policy is not None and policy.compute_dtype in ("float16", "bfloat16")
+
+
+def _float32_layer(layer):
+    config = layer.get_config()
+    if _computes_in_half(layer):
+        config["dtype"] = "float32"
+    return layer.__class__.from_config(config)

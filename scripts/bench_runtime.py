@@ -3,6 +3,8 @@
     python scripts/bench_runtime.py                         # threads and XLA on the bench dataset
     python scripts/bench_runtime.py --variants "" "runtime.jit_compile=true" --rounds 3
     python scripts/bench_runtime.py --size 64 --model simple_cnn --epochs 4
+    python scripts/bench_runtime.py --variants runtime.precision=float32 runtime.precision=mixed_bfloat16 \
+        --images 600 --epochs 3 --rounds 2          # bf16 on this kind of CPU (docs/benchmarks.md)
 
 This is how imgcls' runtime defaults were chosen ("measure before you choose
 defaults"): every variant trains the same config on the same synthetic
@@ -11,7 +13,8 @@ round by round so a change in machine load hits all of them alike, and the
 script prints each variant's steady-state training images/s (imgcls' own
 figure, first epoch excluded) and peak RSS as medians, with ratios against
 the first variant (the defaults). Run it on your own machine to check a
-setting before you change it.
+setting before you change it. It starts with the CPU's kind and flags, so a
+result can be recorded against the kind of machine it was measured on.
 """
 
 from __future__ import annotations
@@ -47,6 +50,19 @@ def train_once(config: Path, variant: str, model: str, runs_dir: Path) -> dict:
     return {"images_per_s": metrics["train_images_per_s"], "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+def describe_cpu() -> str:
+    """The CPU model, its kind for runtime.precision auto, the flags that decide it, and auto's choice."""
+    from imgcls.runtime import CPU_KINDS, choose_precision, cpu_flags, cpu_kind
+
+    flags = cpu_flags()
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").is_file() else "unknown"
+    relevant = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"})
+    precision, why = choose_precision("auto", [], flags)
+    return (f"CPU: {model}, {os.cpu_count()} cores; kind {cpu_kind(flags)} ({CPU_KINDS[cpu_kind(flags)]}); "
+            f"flags {' '.join(relevant) or 'none'}\nauto picks {precision} ({why})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
@@ -59,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(describe_cpu())
     work = Path(tempfile.mkdtemp(prefix="imgcls-bench-runtime-"))
     config = imgcls_config(work / "bench.yaml", make_dataset(work / "data", args.images), args.size, args.epochs)
     print(f"{args.model} at {args.size}x{args.size}, {args.images} images, {args.epochs} epochs per run, "

@@ -27,33 +27,57 @@ def test_precision_sets_the_global_keras_policy(precision):
     assert info.precision == precision
 
 
-@pytest.mark.parametrize("gpus, flags, expected", [
-    ([(8, 0)], set(), "mixed_float16"),              # tensor cores
-    ([(8, 6), (6, 1)], set(), "float32"),            # one GPU without tensor cores
-    ([], {"avx2", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),
-    ([], {"avx2", "avx512f", "avx512_bf16"}, "mixed_bfloat16"),
-    ([], {"avx", "avx2", "fma"}, "float32"),         # bf16 would be emulated: slower
-])
-def test_auto_precision_follows_the_hardware(gpus, flags, expected):
+AMX = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}  # Intel Sapphire Rapids and later
+AVX512_BF16 = {"avx2", "avx512f", "avx512_bf16"}  # AMD Zen 4/5: native bf16 dot products, no AMX
+AVX512 = {"avx2", "avx512f"}  # Skylake-SP to Ice Lake: no bf16 instructions
+AVX2 = {"avx", "avx2", "fma"}
+
+
+@pytest.mark.parametrize("flags, expected, reason", [
+    (AVX512_BF16, "mixed_bfloat16", "measured 1.6x faster"),
+    (AVX2, "float32", "measured 4x slower"),
+    (AMX, "float32", "never measured"),  # until someone measures it: scripts/bench_runtime.py
+    (AVX512, "float32", "never measured"),
+    (set(), "float32", "no x86 CPU flags"),  # macOS, Windows, ARM
+], ids=["avx512_bf16", "avx2", "amx", "avx512", "no-flags"])
+def test_auto_precision_on_a_cpu_is_what_was_measured_on_its_kind(flags, expected, reason):
     from imgcls.runtime import choose_precision
 
-    precision, why = choose_precision("auto", gpus, flags)
-    assert precision == expected and why.startswith("auto")
+    precision, why = choose_precision("auto", [], flags)
+    assert precision == expected and why.startswith("auto") and reason in why
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ([(6, 1)], "float32"),                   # Pascal: no tensor cores
+    ([(7, 0)], "mixed_float16"),             # Volta
+    ([(8, 0)], "mixed_float16"),             # Ampere
+    ([(9, 0)], "mixed_float16"),             # Hopper
+    ([(8, 6), (6, 1)], "float32"),           # one GPU without tensor cores holds the others back
+    ([None], "float32"),                     # capability unknown
+], ids=["6.1", "7.0", "8.0", "9.0", "8.6+6.1", "unknown"])
+def test_auto_precision_on_gpus_follows_their_compute_capability(capabilities, expected):
+    from imgcls.runtime import choose_precision
+
+    precision, why = choose_precision("auto", capabilities, AVX512_BF16)  # the GPU decides, not the CPU
+    assert precision == expected and why.startswith("auto: GPU")
 
 
 def test_an_explicit_precision_is_used_as_given():
     from imgcls.runtime import choose_precision
 
     assert choose_precision("mixed_bfloat16", [], set()) == ("mixed_bfloat16", "")
+    assert choose_precision("float32", [(8, 0)], AVX512_BF16) == ("float32", "")
 
 
-def test_auto_settings_on_this_cpu_are_printed_with_the_reason():
-    from imgcls.runtime import choose_precision, cpu_flags
+@pytest.mark.parametrize("flags, expected", [(AVX512_BF16, "mixed_bfloat16"), (AVX2, "float32")], ids=["avx512_bf16", "avx2"])
+def test_setup_runtime_applies_and_explains_auto_for_the_cpu_it_is_given(monkeypatch, flags, expected):
+    from imgcls import runtime
 
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
     info = setup_runtime(RuntimeConfig(device="cpu"))
-    assert info.precision == choose_precision("auto", [], cpu_flags())[0]
+    assert info.precision == expected and keras.mixed_precision.global_policy().name == expected
     assert info.jit_compile is False  # XLA stays off on CPUs
-    assert "auto:" in str(info)
+    assert f"device CPU, precision {expected} (auto: CPU has" in str(info)
 
 
 def test_cpu_device_runs_on_the_cpu():

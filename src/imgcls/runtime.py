@@ -136,24 +136,46 @@ def _tf_config() -> dict:
         raise ImgclsError(f"TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})") from None
 
 
+# What bf16 training did against float32 on each kind of CPU, measured with scripts/bench_runtime.py
+# (figures, flags and command in docs/benchmarks.md). `auto` picks bf16 only where it was measured faster.
+BF16_MEASURED = {
+    "avx512_bf16": ("mixed_bfloat16", "bf16 measured 1.6x faster than float32 on such a CPU"),
+    "avx2": ("float32", "bf16 is emulated there, measured 4x slower than float32"),
+}
+CPU_KINDS = {
+    "amx": "CPU has amx_bf16 (AMX)",
+    "avx512_bf16": "CPU has avx512_bf16, no AMX",
+    "avx512": "CPU has avx512f, no bf16 instructions",
+    "avx2": "CPU has avx2, no native bf16",
+    "other": "no x86 CPU flags found (not Linux, or not x86)",
+}
+
+
+def cpu_kind(flags: set[str]) -> str:
+    """The kind of CPU, as far as bf16 speed goes: a key of CPU_KINDS."""
+    for kind, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return "other"
+
+
 def choose_precision(requested: str, gpu_capabilities: list[tuple[int, int] | None], flags: set[str]) -> tuple[str, str]:
     """The Keras dtype policy for `runtime.precision`, and why `auto` chose it.
 
     auto: mixed_float16 when every GPU has tensor cores (compute capability
-    7.0+); on a CPU, mixed_bfloat16 only with native bf16 matrix units (AMX or
-    AVX512-BF16): measured 1.6x faster with AMX, but about 4x *slower* on an
-    AVX2-only CPU, where bf16 is emulated.
+    7.0+, Keras' mixed-precision guide); on a CPU, what BF16_MEASURED says for
+    its kind, and float32 on a kind that was never measured.
     """
     if requested != "auto":
         return requested, ""
     if gpu_capabilities:
-        if all(cc is not None and cc >= (7, 0) for cc in gpu_capabilities):
+        if all(cc is not None and tuple(cc) >= (7, 0) for cc in gpu_capabilities):
             return "mixed_float16", "auto: GPU with tensor cores"
         return "float32", "auto: GPU older than compute capability 7.0"
-    native_bf16 = sorted(flags & {"amx_bf16", "avx512_bf16"})
-    if native_bf16:
-        return "mixed_bfloat16", f"auto: CPU has {'/'.join(native_bf16)}"
-    return "float32", "auto: this CPU has no native bfloat16"
+    kind = cpu_kind(flags)
+    precision, measured = BF16_MEASURED.get(kind, ("float32", "bf16 speed never measured on such a CPU, so float32 "
+                                                   "(measure with scripts/bench_runtime.py)"))
+    return precision, f"auto: {CPU_KINDS[kind]}; {measured}"
 
 
 def cpu_flags() -> set[str]:
@@ -201,6 +223,6 @@ def _select_gpus(tf, device) -> list:
         chosen = [gpus[device]]
     else:
         chosen = gpus
-    if chosen != gpus:
+    if chosen != tf.config.get_visible_devices("GPU"):
         tf.config.set_visible_devices(chosen, "GPU")
     return chosen

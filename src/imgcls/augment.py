@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from imgcls.runtime import import_tensorflow
+
 if TYPE_CHECKING:
     from imgcls.config import Config
 
@@ -56,7 +58,7 @@ def make_augmenter(config: Config) -> Callable | None:
     grey = config.channels == 1
 
     def augment(images, labels):
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         if grey:
             images = tf.image.grayscale_to_rgb(images)
@@ -78,7 +80,7 @@ def make_augmenter(config: Config) -> Callable | None:
 
 def _rand_augment(num_ops: int, factor: float) -> Callable:
     """RandAugment's policy from Keras' layers: `num_ops` random ops per batch, only those computed."""
-    import tensorflow as tf
+    tf = import_tensorflow()
     from keras import layers
 
     value_range = (0, 255)

@@ -34,6 +34,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 SET_HELP = "Override a config key, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)."
 RUNS_DIR_HELP = "Folder that holds the runs."
+DEVICE_HELP = "auto (every GPU, with memory growth, else the CPU) | cpu | gpu | a GPU index; as runtime.device."
 
 
 def user_errors(command):
@@ -117,16 +118,21 @@ def predict(
     top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Show the K most likely labels."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Predict the class of images with a trained run or an exported model."""
     from imgcls.classifier import Classifier
     from imgcls.predict import collect_images, predict_files
     from imgcls.runs import resolve_run
+    from imgcls.runtime import import_tensorflow, parse_device
 
     if run is not None and model is not None:
         raise ImgclsError("give --run or --model, not both")
-    source = Classifier.from_path(model) if model is not None else resolve_run(run, runs_dir)
+    chosen_device = parse_device(device)
+    run_dir = None if model is not None else resolve_run(run, runs_dir)
     files = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}"))
+    import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
+    source = Classifier.from_path(model) if model is not None else run_dir
     predictions = predict_files(source, files, top_k=top_k)
     if as_json:
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
@@ -183,18 +189,20 @@ def export(
                                  help="tflite only: none (float32) | float16 | dynamic | int8 (full integer, calibrated on training images)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default: RUN/export/<format>[-<quantize>])."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
-    """Export a run's best model with its labels, checked against the Keras model on validation images."""
+    """Export a run's best model (float32 whatever it trained in) with its labels, checked against best.keras."""
     from imgcls.export import check_request
     from imgcls.runs import resolve_run
+    from imgcls.runtime import import_tensorflow, parse_device
 
     check_request(format_, quantize)
+    chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
     from imgcls.export import default_target, export_run
-    from imgcls.runtime import import_tensorflow
 
-    import_tensorflow()
+    import_tensorflow(chosen_device)
     target = out_dir or default_target(run_dir, format_, quantize)
     info = export_run(run_dir, format_, quantize, target, log=err.print)
     check = info["verification"]
@@ -248,15 +256,20 @@ def evaluate(
     split: Optional[Split] = typer.Option(None, "--split", help="Subset of the run's split.csv to evaluate (default: val)."),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the report."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Accuracy, top-k, loss and per-class precision/recall/F1 of a run's best.keras; confusion matrix and mistakes as PNGs."""
     from imgcls.runs import resolve_run
+    from imgcls.runtime import import_tensorflow, parse_device
 
     if data is not None and split is not None:
         raise ImgclsError("--split picks images of the run's split.csv; with --data DIR the whole folder is evaluated: give one of them")
+    chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
     from imgcls.evaluate import evaluate_run, report_table
+
+    import_tensorflow(chosen_device)
 
     result = evaluate_run(run_dir, split=split.value if split else "val", data_dir=data)
     if as_json:

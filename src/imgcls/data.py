@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgcls.errors import ImgclsError
+from imgcls.runtime import import_tensorflow
 from imgcls.scan import FolderScan, cache_folder, scan_folder
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ def load_image(path: tf.Tensor, image_size: tuple[int, int], channels: int) -> t
 
     The one preprocessing function: training and `imgcls predict` both use it.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     return decode_image(tf.io.read_file(path), image_size, channels)
 
@@ -299,7 +300,7 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int
     Separate so an exported SavedModel can take encoded JPEG/PNG bytes and
     prepare them exactly as training did.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
     image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
@@ -308,7 +309,7 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int
 
 def images_dataset(files: list[str], image_size: tuple[int, int], channels: int) -> tf.data.Dataset:
     """Decoded uint8 images of `files`, in order, decoded in parallel."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     return tf.data.Dataset.from_tensor_slices(files).map(
         lambda path: load_image(path, image_size, channels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -342,7 +343,7 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     process) cannot give. `batch_size` is the global batch (default
     data.batch_size); a distribution strategy splits it among the replicas.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from imgcls.augment import make_augmenter
 

@@ -1,8 +1,9 @@
 """Runtime: devices, precision, seeds, determinism, and the distribution strategy.
 
-`setup_runtime` must run before anything else touches TensorFlow: GPU memory
-growth, visible devices and a multi-worker strategy can only be set up
-before TensorFlow initialises its devices.
+Every module reaches TensorFlow through `import_tensorflow`, which sets up
+the GPUs (memory growth, the visible ones) on its first call: that must come
+before anything else touches TensorFlow. `setup_runtime` (train, summary)
+adds precision, seeds, threads and the distribution strategy.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imgcls.config import RuntimeConfig
@@ -40,16 +41,61 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
-def import_tensorflow():
-    """Import TensorFlow quietly (see `quiet_native_stderr`)."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    with quiet_native_stderr():
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+def import_tensorflow(device: str | int | None = None):
+    """TensorFlow, imported quietly, with this process' GPUs set up: the one way imgcls reaches TensorFlow.
 
-        tf.config.list_physical_devices("GPU")  # the first device query logs cuInit failures
+    Memory growth and the visible GPUs can only be set before TensorFlow
+    initialises its devices (its first op or model does), so every command
+    comes here before anything else touches TensorFlow. Without memory growth
+    TensorFlow takes all of a GPU's memory at once, and a predict beside a
+    running training fails to allocate. `device` is runtime.device's value
+    (auto | cpu | gpu | index); None keeps the process' choice (first: auto).
+    """
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+    else:
+        with quiet_native_stderr():
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the first device query logs cuInit failures
+    _set_up_devices(tf, device)
     return tf
+
+
+@dataclass
+class _Devices:
+    """The device choice of this process: TensorFlow takes it once, before its first op."""
+
+    device: str | int | None = None  # runtime.device's value, None until set up
+    gpus: list = field(default_factory=list)  # the GPUs in use, each with memory growth
+
+
+_devices = _Devices()
+
+
+def _set_up_devices(tf, device: str | int | None) -> list:
+    if _devices.device is not None and device in (None, _devices.device):
+        return _devices.gpus
+    device = "auto" if device is None else device
+    try:
+        gpus = _select_gpus(tf, device)
+        for gpu in gpus:
+            if not tf.config.experimental.get_memory_growth(gpu):
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # "cannot be modified after being initialized"
+        raise ImgclsError(f"device {device}: TensorFlow has set up its devices for {_devices.device} in this process "
+                          "already, and cannot change them; use one device per process") from None
+    _devices.device, _devices.gpus = device, gpus
+    return gpus
+
+
+def parse_device(text: str) -> str | int:
+    """A --device argument as runtime.device takes it: auto | cpu | gpu | a GPU index."""
+    value = int(text) if text.strip().isdigit() else text.strip().lower()
+    if value not in ("auto", "cpu", "gpu") and not isinstance(value, int):
+        raise ImgclsError(f"--device {text}: use auto, cpu, gpu or a GPU index (0, 1, ...)")
+    return value
 
 
 @dataclass
@@ -80,14 +126,11 @@ class RuntimeInfo:
 
 def setup_runtime(runtime: RuntimeConfig, distribute: bool = False) -> RuntimeInfo:
     """Configure TensorFlow for `runtime`; `distribute`: also create runtime.distribute's strategy (training only)."""
-    tf = import_tensorflow()
+    tf = import_tensorflow(runtime.device)
     import keras
 
-    gpus = _select_gpus(tf, runtime.device)
+    gpus = _devices.gpus  # set up by import_tensorflow
     _set_threads(tf, runtime)
-    for gpu in gpus:
-        # GPU-only: without it TensorFlow grabs all GPU memory up front.
-        tf.config.experimental.set_memory_growth(gpu, True)
 
     strategy, chosen, task = choose_strategy(tf, runtime.distribute if distribute else "none", gpus)
     keras.utils.set_random_seed(runtime.seed)

@@ -1,6 +1,11 @@
 """Shared fixtures: tiny image folders the tests make themselves, and one trained run.
 
 Images are 32x32 and models tiny, so the whole suite runs in a few minutes on 2 CPU cores.
+
+Nothing may depend on the machine the suite runs on: configs name their
+precision (float32 unless a test is about another policy), `runtime.precision:
+auto` sees the CPU flags of an AVX2-only CPU in every test that does not inject
+its own, and the summary at the end says which policies the runs trained with.
 """
 
 from __future__ import annotations
@@ -40,11 +45,47 @@ def write_config(path: Path, data_dir: Path, **sections) -> Path:
         "data": {"dir": str(data_dir), "image_size": [32, 32], "batch_size": 8, "validation_split": 0.25},
         "model": {"name": "simple_cnn", "filters": [8, 16], "dense": [16]},
         "train": {"epochs": 2},
+        "runtime": {"precision": "float32"},
     }
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# What `auto` sees in tests: an AVX2-only CPU, a kind measured to train slower in bf16 (auto: float32).
+PINNED_CPU_FLAGS = {"sse4_2", "avx", "avx2", "fma"}
+_TEMP_ROOT: list[Path] = []  # where this session's runs are, for the summary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_independent_auto(tmp_path_factory):
+    """`runtime.precision: auto` decides from PINNED_CPU_FLAGS, never from this machine's /proc/cpuinfo."""
+    from imgcls import runtime
+
+    _TEMP_ROOT.append(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime, "cpu_flags", lambda: set(PINNED_CPU_FLAGS))
+        yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which precision policies the suite's runs trained with (config.yaml of every run folder), and this host's CPU."""
+    from collections import Counter
+
+    from imgcls.runtime import choose_precision, cpu_flags
+
+    trained = Counter()
+    for root in _TEMP_ROOT:
+        for config in root.rglob("config.yaml"):
+            recorded = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("imgcls") or {}
+            if "precision" in recorded:
+                trained[recorded["precision"] + (" + XLA" if recorded.get("jit_compile") else "")] += 1
+    if trained:
+        counts = ", ".join(f"{policy} {n}" for policy, n in sorted(trained.items()))
+        terminalreporter.write_line(f"precision policies trained (run folders): {counts}")
+    precision, why = choose_precision("auto", [], cpu_flags())
+    terminalreporter.write_line(f"this host: auto would pick {precision} ({why}); the tests pinned auto to an AVX2-only CPU")
 
 
 @pytest.fixture(scope="session", autouse=True)

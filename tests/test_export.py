@@ -122,6 +122,19 @@ def test_predict_with_an_exported_model_gives_the_labels_of_the_run(cli, run, ex
         assert labels[1] == labels[0]
 
 
+def test_tflite_runs_on_tensorflows_own_interpreter_where_litert_is_not_installed(run, exports, tiny_data, monkeypatch):
+    from imgcls.classifier import Classifier
+    from imgcls.predict import class_probabilities
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert...` now fails
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    exported = Classifier.from_path(export_folder(run, "tflite", "none") / "model.tflite")
+    assert type(exported.model).__module__.startswith("tensorflow.")
+    files = all_images(tiny_data)
+    expected = class_probabilities(Classifier.from_run(run), files)
+    np.testing.assert_array_equal(class_probabilities(exported, files).argmax(1), expected.argmax(1))
+
+
 def test_savedmodel_serves_floats_uint8_and_encoded_images_alike(run, exports, tiny_data):
     import tensorflow as tf
 

@@ -216,7 +216,8 @@ def export(
             changed = round((1 - check["top1_agreement"]) * check["images"])
             err.print(f"[yellow]note:[/] the export changed the top-1 class of {changed} of {check['images']} images")
     size, source_size = info["size_bytes"], info["source_size_bytes"]
-    ratio = f"{source_size / size:.1f}x smaller" if size <= source_size else f"{size / source_size:.1f}x larger"
+    ratio = ("the same size" if size == source_size else f"{source_size / size:.1f}x smaller" if size < source_size
+             else f"{size / source_size:.1f}x larger")
     err.print(f"size: {_kilobytes(size)} ({target.name}) vs {_kilobytes(source_size)} (best.keras), {ratio}", highlight=False)
     out.print(str(target), highlight=False)
 

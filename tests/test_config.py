@@ -47,6 +47,9 @@ def test_unknown_nested_and_model_option_keys_are_named_with_their_path():
     ("data", "label_mode", "onehot", "data.label_mode: Input should be 'int', 'categorical' or 'binary'"),
     ("train", "epochs", "many", "train.epochs: Input should be a valid integer"),
     ("train", "optimizer", "adamm", "train.optimizer: Input should be 'adam', 'adamw', 'sgd' or 'rmsprop'"),
+    ("runtime", "device", -1, "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got -1)"),
+    ("runtime", "device", True, "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got True)"),
+    ("runtime", "device", "tpu", "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got 'tpu')"),
 ])
 def test_wrong_types_and_ranges_name_the_key_and_the_allowed_values(section, key, value, expected):
     assert expected in error_of(**{section: {key: value}})

@@ -79,7 +79,7 @@ def test_a_device_that_is_not_a_device_is_a_clear_error(cli, trained_run, tiny_d
     from test_cli import assert_user_error
 
     assert_user_error(cli("predict", tiny_data / "red" / "000.png", "--run", trained_run, "--device", "tpu"),
-                      "--device tpu: use auto, cpu, gpu or a GPU index")
+                      "--device tpu: use auto | cpu | gpu | a GPU index")
 
 
 def test_only_the_runtime_imports_tensorflow():

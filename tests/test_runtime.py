@@ -89,9 +89,9 @@ def test_asking_for_a_gpu_that_is_not_there_is_a_clear_error():
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ImgclsError, match="runtime.device: gpu, but TensorFlow sees no GPU"):
+    with pytest.raises(ImgclsError, match=r"device gpu \(runtime.device or --device\), but TensorFlow sees no GPU"):
         setup_runtime(RuntimeConfig(device="gpu"))
-    with pytest.raises(ImgclsError, match="runtime.device: GPU 3 requested"):
+    with pytest.raises(ImgclsError, match="GPU 3 requested, but TensorFlow sees no GPU"):
         setup_runtime(RuntimeConfig(device=3))
 
 

@@ -297,11 +297,22 @@ class EvaluateConfig(Section):
 # --------------------------------------------------------------------------- runtime
 
 
+DEVICES = "auto | cpu | gpu | a GPU index (0, 1, ...)"
+
+
+def check_device(value: Any) -> str | int:
+    """runtime.device's value (and --device's), or ValueError: one message for every wrong one."""
+    if value in ("auto", "cpu", "gpu") or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"use {DEVICES}")
+
+
 class RuntimeConfig(Section):
-    device: Literal["auto", "cpu", "gpu"] | int = Field("auto", description="auto | cpu | gpu | a GPU index (0, 1, ...)")
+    device: Literal["auto", "cpu", "gpu"] | int = Field("auto", description=f"{DEVICES} (--device on predict, evaluate, export)")
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
-        "auto", description="auto (mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with AMX/AVX512-BF16, "
-        "else float32) | float32 | mixed_float16 | mixed_bfloat16; the output layer always stays float32"
+        "auto", description="auto (mixed_float16 on tensor-core GPUs; on a CPU mixed_bfloat16 only where it was measured "
+        "faster, so far AVX512-BF16 CPUs (docs/benchmarks.md); else float32) | float32 | mixed_float16 | mixed_bfloat16; "
+        "for training only: the output layer, best.keras and every export compute in float32"
     )
     jit_compile: Literal["auto"] | bool = Field(
         "auto", description="XLA for the train step: auto (on for GPUs, off for CPUs, where it is slower) | true | false"
@@ -316,6 +327,11 @@ class RuntimeConfig(Section):
     )
     seed: int = Field(42, description="seeds Python, NumPy and TensorFlow (weights, shuffling)")
     deterministic: bool = Field(False, description="TensorFlow op determinism: identical reruns, somewhat slower")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _known_device(cls, value: Any) -> Any:
+        return check_device(value)
 
 
 # --------------------------------------------------------------------------- the whole config

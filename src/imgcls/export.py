@@ -111,8 +111,8 @@ def _write_keras(source: Classifier, folder: Path, quantize: str, representative
 
 def _write_savedmodel(source: Classifier, folder: Path, quantize: str, representative) -> Path:
     """A SavedModel with three serving signatures over the same weights (Keras' ExportArchive)."""
-    import keras
     tf = import_tensorflow()
+    import keras
 
     from imgcls.data import decode_image
 
@@ -255,8 +255,8 @@ def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -
 
 
 def _describe(run, source, exported, fmt, quantize, model_path, folder, verification) -> dict:
-    import keras
     tf = import_tensorflow()
+    import keras
 
     config = runs.read_config(run)
     (height, width), channels = source.image_size, source.channels

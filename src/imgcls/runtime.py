@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgcls.config import RuntimeConfig
+from imgcls.config import RuntimeConfig, check_device
 from imgcls.errors import ImgclsError
 
 
@@ -92,10 +92,10 @@ def _set_up_devices(tf, device: str | int | None) -> list:
 
 def parse_device(text: str) -> str | int:
     """A --device argument as runtime.device takes it: auto | cpu | gpu | a GPU index."""
-    value = int(text) if text.strip().isdigit() else text.strip().lower()
-    if value not in ("auto", "cpu", "gpu") and not isinstance(value, int):
-        raise ImgclsError(f"--device {text}: use auto, cpu, gpu or a GPU index (0, 1, ...)")
-    return value
+    try:
+        return check_device(int(text) if text.strip().isdigit() else text.strip().lower())
+    except ValueError as exc:
+        raise ImgclsError(f"--device {text}: {exc}") from None
 
 
 @dataclass
@@ -259,10 +259,13 @@ def _select_gpus(tf, device) -> list:
     if device == "cpu":
         chosen = []
     elif device == "gpu" and not gpus:
-        raise ImgclsError("runtime.device: gpu, but TensorFlow sees no GPU (install imgcls[gpu] and a CUDA driver, or use device: auto)")
+        raise ImgclsError("device gpu (runtime.device or --device), but TensorFlow sees no GPU; install imgcls[gpu] "
+                          "and a CUDA driver, or use device auto or cpu")
     elif isinstance(device, int):
         if device >= len(gpus):
-            raise ImgclsError(f"runtime.device: GPU {device} requested, but TensorFlow sees {len(gpus)} GPU(s)")
+            seen = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
+            raise ImgclsError(f"device {device} (runtime.device or --device): GPU {device} requested, but TensorFlow sees "
+                              f"{seen}; use auto, cpu" + (f" or an index below {len(gpus)}" if gpus else ""))
         chosen = [gpus[device]]
     else:
         chosen = gpus

@@ -122,6 +122,16 @@ def test_predict_with_an_exported_model_gives_the_labels_of_the_run(cli, run, ex
         assert labels[1] == labels[0]
 
 
+@pytest.mark.parametrize("fmt, quantize", EXPORTS, ids=IDS)
+def test_predict_one_image_with_an_exported_model(cli, run, exports, tiny_data, fmt, quantize):
+    """One image is a batch of one: the size a .tflite file is written with, which must still be allocated."""
+    image = tiny_data / "green" / "001.png"
+    by_run = cli("predict", image, "--run", run, "--json")
+    by_model = cli("predict", image, "--model", export_folder(run, fmt, quantize) / MODEL_IN[fmt], "--json")
+    assert by_model.exit_code == 0, by_model.output
+    assert json.loads(by_model.stdout)[0]["label"] == json.loads(by_run.stdout)[0]["label"]
+
+
 def test_tflite_runs_on_tensorflows_own_interpreter_where_litert_is_not_installed(run, exports, tiny_data, monkeypatch):
     from imgcls.classifier import Classifier
     from imgcls.predict import class_probabilities

@@ -137,6 +137,7 @@ def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
 def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
     try:
         interpreter = _tflite_interpreter()(model_path=str(path))
+        interpreter.allocate_tensors()  # for the file's own batch size (1); other sizes reallocate below
     except Exception as exc:
         raise ImgclsError(f"{path}: cannot load the TFLite model ({_first_line(exc)})") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]

@@ -320,6 +320,15 @@ def assert_user_error(result, *fragments):
         assert fragment in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("name, exists, problem", [("photo[red].png", True, "not an image"),
+                                                   ("nothere[/].png", False, "no such file or folder")])
+def test_error_names_a_file_with_brackets_as_it_is(cli, tmp_path, trained_run, name, exists, problem):
+    """Rich would read "[red]" as a style and "[/]" as a closing tag: messages print text, not markup."""
+    if exists:
+        (tmp_path / name).write_text("not an image")
+    assert_user_error(cli("predict", tmp_path / name, "--run", trained_run), f"{tmp_path / name}: {problem}")
+
+
 def test_error_missing_config_file(cli, tmp_path):
     assert_user_error(cli("train", tmp_path / "missing.yaml"), "config file not found", "missing.yaml")
 

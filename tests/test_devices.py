@@ -82,6 +82,16 @@ def test_a_device_that_is_not_a_device_is_a_clear_error(cli, trained_run, tiny_d
                       "--device tpu: use auto | cpu | gpu | a GPU index")
 
 
+def test_asking_for_a_gpu_on_a_machine_without_one_says_what_to_install(cli, trained_run, tiny_data):
+    import tensorflow as tf
+    from test_cli import assert_user_error
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    assert_user_error(cli("predict", tiny_data / "red" / "000.png", "--run", trained_run, "--device", "gpu"),
+                      "device gpu (runtime.device or --device), but TensorFlow sees no GPU; install imgcls[gpu]")
+
+
 def test_only_the_runtime_imports_tensorflow():
     """runtime.import_tensorflow sets the GPUs up; a plain `import tensorflow` elsewhere could reach TensorFlow first."""
     offenders = []

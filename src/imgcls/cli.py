@@ -29,8 +29,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# No markup by default: file names, class names and messages print as they are ("photo[1].jpg", "[red]").
+# Styled lines ask for markup and escape what they interpolate.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 SET_HELP = "Override a config key, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)."
 RUNS_DIR_HELP = "Folder that holds the runs."
@@ -45,7 +47,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except ImgclsError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -99,7 +101,7 @@ def train(
         scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
         speed = f"{metrics['train_images_per_s']} training images/s; " if metrics["train_images_per_s"] else ""
         err.print(f"[bold]{metrics['status']}[/]: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
-                  f"({scores}); {speed}{metrics['wall_time_s']:.0f} s")
+                  f"({scores}); {speed}{metrics['wall_time_s']:.0f} s", markup=True)
     if run.exists():  # a multi-worker run's other workers train in a scratch folder, deleted by now
         err.print(f"run folder: {run}")
     if metrics["status"] == "interrupted":
@@ -130,7 +132,7 @@ def predict(
         raise ImgclsError("give --run or --model, not both")
     chosen_device = parse_device(device)
     run_dir = None if model is not None else resolve_run(run, runs_dir)
-    files = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}"))
+    files = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
     import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
     source = Classifier.from_path(model) if model is not None else run_dir
     predictions = predict_files(source, files, top_k=top_k)
@@ -207,14 +209,14 @@ def export(
     info = export_run(run_dir, format_, quantize, target, log=err.print)
     check = info["verification"]
     if "skipped" in check:
-        err.print(f"[yellow]warning:[/] {check['skipped']}")
+        err.print(f"[yellow]warning:[/] {escape(check['skipped'])}", markup=True)
     else:
         err.print(f"top-1 agreement with best.keras: {check['top1_agreement']:.1%} of {check['images']} {check['subset']} images; "
                   f"largest probability difference {check['max_probability_difference']:.2g}; "
                   f"accuracy {check['keras_accuracy']:.1%} (keras) vs {check['exported_accuracy']:.1%} (exported)", highlight=False)
         if check["top1_agreement"] < 1:
             changed = round((1 - check["top1_agreement"]) * check["images"])
-            err.print(f"[yellow]note:[/] the export changed the top-1 class of {changed} of {check['images']} images")
+            err.print(f"[yellow]note:[/] the export changed the top-1 class of {changed} of {check['images']} images", markup=True)
     size, source_size = info["size_bytes"], info["source_size_bytes"]
     ratio = ("the same size" if size == source_size else f"{source_size / size:.1f}x smaller" if size < source_size
              else f"{size / source_size:.1f}x larger")
@@ -278,10 +280,10 @@ def evaluate(
         return
     checkpoint = result["checkpoint"]
     source = f"{result['split']} split of {result['data']}" if result["split"] else result["data"]
-    out.print(f"[bold]{result['run']}[/]: {checkpoint['file']} (epoch {checkpoint['epoch']}, best {checkpoint['monitor']}) "
-              f"on the {source}: {result['images']} images, {len(result['classes'])} classes", highlight=False)
+    out.print(f"[bold]{escape(result['run'])}[/]: {checkpoint['file']} (epoch {checkpoint['epoch']}, best {checkpoint['monitor']}) "
+              f"on the {escape(source)}: {result['images']} images, {len(result['classes'])} classes", highlight=False, markup=True)
     top = f"   top-{result['top_k']['k']} accuracy [bold]{result['top_k']['accuracy']:.4f}[/]" if result["top_k"] else ""
-    out.print(f"accuracy [bold]{result['accuracy']:.4f}[/]{top}   loss [bold]{result['loss']:.4f}[/]", highlight=False)
+    out.print(f"accuracy [bold]{result['accuracy']:.4f}[/]{top}   loss [bold]{result['loss']:.4f}[/]", highlight=False, markup=True)
     out.print(report_table(result))
     out.print(f"wrote {', '.join(result['files'].values())} in {run_dir}", highlight=False)
 
@@ -303,6 +305,7 @@ def runs_command(
         err.print(f"no runs in {runs_dir}/ (train one with: imgcls train configs/digits.yaml)")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(header_style="bold", show_edge=False)
     for column in ("run", "date", "model", "epochs", "best val acc", "wall time", "status"):
@@ -311,13 +314,12 @@ def runs_command(
     for r in described:
         accuracy = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
         table.add_row(r["name"], r["date"], r["model"], f"{r['epochs_run']}/{r['epochs_planned']}", accuracy,
-                      _duration(r["wall_time_s"]), _STATUS_STYLE.get(r["status"], r["status"]))
+                      _duration(r["wall_time_s"]), Text(r["status"].replace("_", " "), style=_STATUS_STYLE.get(r["status"], "")))
     # Piped output has no terminal width to respect: never squeeze names into "digits-2…".
-    (out if out.is_terminal else Console(width=200)).print(table)
+    (out if out.is_terminal else Console(width=200, markup=False)).print(table)
 
 
-_STATUS_STYLE = {"finished": "[green]finished[/]", "stopped_early": "[green]stopped early[/]",
-                 "interrupted": "[yellow]interrupted[/]", "failed": "[red]failed[/]", "running": "[cyan]running[/]"}
+_STATUS_STYLE = {"finished": "green", "stopped_early": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
 
 
 def _duration(seconds: float | None) -> str:
@@ -390,7 +392,7 @@ def models():
 
     for name in sorted(MODELS):
         entry = MODELS[name]
-        out.print(f"[bold]{name}[/]: {entry.description}")
+        out.print(f"[bold]{name}[/]: {escape(entry.description)}", markup=True)
         options = ", ".join(f"{k}={f.default!r}" for k, f in entry.options.model_fields.items())
         out.print(f"    {options}", highlight=False, markup=False)
 

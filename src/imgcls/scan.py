@@ -334,10 +334,11 @@ def _progress(total: int, what: str):
     if total < PROGRESS_MIN_FILES or not console.is_terminal:
         yield lambda: None
         return
+    from rich.markup import escape
     from rich.progress import MofNCompleteColumn, Progress
 
     with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console, transient=True) as progress:
-        task = progress.add_task(f"checking {what}", total=total)
+        task = progress.add_task(f"checking {escape(what)}", total=total)
         yield lambda: progress.advance(task)
 
 

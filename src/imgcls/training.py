@@ -55,7 +55,7 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
     from rich.console import Console
     from rich.text import Text
 
-    log = log or Console(stderr=True, soft_wrap=True).print
+    log = log or Console(stderr=True, soft_wrap=True, markup=False).print
     plan = plan or plan_data(config)
     # The data report comes before TensorFlow's slow start, so data surprises show at once.
     print_report(plan, log, skipped_file=f"{runs.SKIPPED} in the run folder")

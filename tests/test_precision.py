@@ -71,31 +71,47 @@ def test_the_run_trains_and_resumes_in_its_precision_and_records_it(trained):
     assert metrics["precision"] == trained.policy and metrics["status"] == "finished" and metrics["epochs_run"] == 3
 
 
+def tiny_compiled_model(policy: str):
+    """A two-layer model compiled as training compiles: under `policy` (mixed_float16: a LossScaleOptimizer)."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        inputs = keras.Input((4,))
+        outputs = keras.layers.Activation("softmax", dtype="float32")(keras.layers.Dense(2)(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return model
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_a_mixed_float16_backup_keeps_the_loss_scale(tmp_path):
     """mixed_float16 trains through a LossScaleOptimizer; resuming must not reset its dynamic loss scale."""
     from imgcls import checkpoints
 
-    def model():
-        inputs = keras.Input((4,))
-        outputs = keras.layers.Activation("softmax", dtype="float32")(keras.layers.Dense(2)(inputs))
-        built = keras.Model(inputs, outputs)
-        built.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-        return built
-
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        trained_model = model()
-        trained_model.fit(np.ones((8, 4)), np.zeros(8), epochs=3, verbose=0)
-        assert type(trained_model.optimizer).__name__ == "LossScaleOptimizer"
-        trained_model.optimizer.dynamic_scale.assign(512.0)  # as if steps had overflowed: not the initial 2**15
-        checkpoints.save_backup(trained_model, tmp_path, 3, [])
-        restored = model()
-        checkpoints.restore_state(restored, tmp_path)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    trained_model = tiny_compiled_model("mixed_float16")
+    trained_model.fit(np.ones((8, 4)), np.zeros(8), epochs=3, verbose=0)
+    assert type(trained_model.optimizer).__name__ == "LossScaleOptimizer"
+    trained_model.optimizer.dynamic_scale.assign(512.0)  # as if steps had overflowed: not the initial 2**15
+    checkpoints.save_backup(trained_model, tmp_path, 3, [])
+    restored = tiny_compiled_model("mixed_float16")
+    checkpoints.restore_state(restored, tmp_path)
     assert float(restored.optimizer.dynamic_scale) == 512.0
     for saved, loaded in zip(trained_model.optimizer.variables, restored.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(saved), np.asarray(loaded), err_msg=saved.path)
+
+
+@pytest.mark.parametrize("saved, resumed", [("mixed_float16", "float32"), ("mixed_bfloat16", "mixed_float16")])
+def test_a_resume_that_changes_to_or_from_mixed_float16_is_refused_not_restarted(tmp_path, saved, resumed):
+    """Keras would skip the optimizer state with a warning: the schedule would restart at step 0 (a --force resume)."""
+    from imgcls import checkpoints
+    from imgcls.errors import ImgclsError
+
+    trained_model = tiny_compiled_model(saved)
+    trained_model.fit(np.ones((8, 4)), np.zeros(8), epochs=1, verbose=0)
+    checkpoints.save_backup(trained_model, tmp_path, 1, [])
+    with pytest.raises(ImgclsError, match=f"the backup holds the state of .* under {saved} .* this config trains with "
+                                          f".* under {resumed} .*; resume with the run's own train.optimizer and runtime.precision"):
+        checkpoints.restore_state(tiny_compiled_model(resumed), tmp_path)
 
 
 # --------------------------------------------------------------------------- what the artifacts compute in

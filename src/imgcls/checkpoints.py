@@ -123,7 +123,9 @@ def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
     try:
         model.save_weights(str(tmp / _WEIGHTS))
         np.savez(tmp / _RANDOM, *[np.asarray(v.numpy()) for v in _seed_states(model)])
-        state = {"epoch": epoch, "trainable_weights": len(model.trainable_variables), "callbacks": {}, "learning_rate": None}
+        state = {"epoch": epoch, "trainable_weights": len(model.trainable_variables), "callbacks": {}, "learning_rate": None,
+                 "optimizer": type(model.optimizer).__name__, "optimizer_variables": len(model.optimizer.variables),
+                 "precision": model.dtype_policy.name}
         if any(_kind(c) == "ReduceLROnPlateau" for c in stateful):
             # The one thing that changes a constant learning rate; not among the optimizer's saved variables.
             state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
@@ -166,6 +168,7 @@ def restore_state(model, run: Path) -> dict[str, Any] | None:
     # Keras loads optimizer variables only into a built optimizer (BackupAndRestore's own workaround).
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+    _check_same_optimizer(model, state, latest)
     model.load_weights(str(latest / _WEIGHTS))
     with np.load(latest / _RANDOM) as saved:
         for variable, i in zip(_seed_states(model), range(len(saved.files))):
@@ -177,6 +180,23 @@ def restore_state(model, run: Path) -> dict[str, Any] | None:
         with np.load(latest / _EARLY_BEST) as saved:
             state["early_stopping_best"] = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     return state
+
+
+def _check_same_optimizer(model, state: dict[str, Any], backup: Path) -> None:
+    """Refuse a backup whose optimizer state this model's optimizer cannot take.
+
+    Keras would skip it with only a warning, and the run would go on from step
+    0 of its schedule with fresh moments. It happens when a --force resume
+    changes train.optimizer, or runtime.precision to or from mixed_float16,
+    whose loss-scaling optimizer keeps variables of its own.
+    """
+    saved, now = state.get("optimizer_variables"), len(model.optimizer.variables)
+    if saved is None or saved == now:
+        return
+    was = f"{state.get('optimizer')} under {state.get('precision')}"
+    is_ = f"{type(model.optimizer).__name__} under {model.dtype_policy.name}"
+    raise ImgclsError(f"{backup}: the backup holds the state of {was} ({saved} variables), this config trains with {is_} "
+                      f"({now}); resume with the run's own train.optimizer and runtime.precision, or start a new run")
 
 
 def _seed_states(model) -> list:

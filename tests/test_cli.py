@@ -86,6 +86,21 @@ def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
     assert report["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
 
 
+def test_ctrl_c_during_the_evaluation_after_training_says_the_run_is_saved(cli, tmp_path, tiny_config, monkeypatch):
+    from imgcls import evaluate
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_after_training", interrupted)
+    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=1")
+    run = (tmp_path / "latest").resolve()
+    assert result.exit_code == 130
+    assert f"which is finished and saved; the plot and evaluation were not finished: imgcls plot {run}" in result.stderr
+    assert f"imgcls evaluate {run}" in result.stderr
+    assert json.loads((run / "metrics.json").read_text())["status"] == "finished" and (run / "best.keras").is_file()
+
+
 def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_path, tiny_config, monkeypatch):
     from imgcls import training
 

@@ -185,9 +185,14 @@ def _report_on(run: Path, config: Config, metrics: dict[str, Any], log: Callable
     from imgcls.evaluate import evaluate_after_training
     from imgcls.plots import plot_history
 
-    if metrics["epochs_run"]:
-        plot_history([run], run / runs.HISTORY_PNG)
-    evaluate_after_training(config, run, metrics["status"], log)
+    try:
+        if metrics["epochs_run"]:
+            plot_history([run], run / runs.HISTORY_PNG)
+        evaluate_after_training(config, run, metrics["status"], log)
+    except KeyboardInterrupt:  # training's own artifacts are complete: say so, and what is left to do
+        log(f"\ninterrupted after training, which is {metrics['status'].replace('_', ' ')} and saved; the plot and "
+            f"evaluation were not finished: imgcls plot {run} && imgcls evaluate {run}")
+        raise
 
 
 def _multi_worker_workarounds(model, info, dataset) -> None:

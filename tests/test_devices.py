@@ -72,7 +72,7 @@ def test_the_cpu_choice_hides_the_gpus_before_tensorflow_sets_up_its_devices(com
 def test_auto_on_a_tensor_core_gpu_trains_in_mixed_float16_with_xla(commands):
     code, _, stderr = commands["train"]
     assert code == 0, stderr
-    assert "device GPU:0, precision mixed_float16, XLA (auto: GPU with tensor cores)" in stderr
+    assert "device GPU:0, precision mixed_float16 (auto: GPU with tensor cores), XLA" in stderr
 
 
 def test_a_device_that_is_not_a_device_is_a_clear_error(cli, trained_run, tiny_data):

@@ -111,8 +111,8 @@ class RuntimeInfo:
     is_chief: bool = True  # the one process that writes the run folder
 
     def __str__(self) -> str:
-        xla = ", XLA" if self.jit_compile else ""
-        text = f"device {self.device}, precision {self.precision}{xla}" + (f" ({self.why})" if self.why else "")
+        text = f"device {self.device}, precision {self.precision}" + (f" ({self.why})" if self.why else "")
+        text += ", XLA" if self.jit_compile else ""
         if self.distribute != "none":
             text += f"; {self.distribute}: {self.replicas} replicas"
             if self.task:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from imgcls import runs
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 LABELS = "labels.txt"
 EXPORT_INFO = "export.json"
@@ -102,7 +102,7 @@ def load_keras(path: Path):
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ImgclsError(f"{path}: refused: the file carries Python code (a Lambda layer), which could run anything; "
                               "imgcls loads models in Keras safe mode only. Use a model without Lambda layers") from None
-        raise ImgclsError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+        raise ImgclsError(f"{path}: cannot load the model ({type(exc).__name__}: {first_line(exc)})") from None
     return inference_model(model)
 
 
@@ -120,7 +120,7 @@ def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
         loaded = tf.saved_model.load(str(path))
         serve = loaded.signatures["serving_default"]
     except Exception as exc:
-        raise ImgclsError(f"{path}: cannot load the SavedModel ({_first_line(exc)})") from None
+        raise ImgclsError(f"{path}: cannot load the SavedModel ({type(exc).__name__}: {first_line(exc)})") from None
     inputs = serve.structured_input_signature[1]
     if len(inputs) != 1:
         raise ImgclsError(f"{path}: serving_default takes {len(inputs)} inputs; imgcls needs one batch of images")
@@ -139,7 +139,7 @@ def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
         interpreter = _tflite_interpreter()(model_path=str(path))
         interpreter.allocate_tensors()  # for the file's own batch size (1); other sizes reallocate below
     except Exception as exc:
-        raise ImgclsError(f"{path}: cannot load the TFLite model ({_first_line(exc)})") from None
+        raise ImgclsError(f"{path}: cannot load the TFLite model ({type(exc).__name__}: {first_line(exc)})") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     height, width, channels = _image_shape(source["shape"], path)
 
@@ -195,8 +195,3 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     values = values.astype(np.float32)
     return (values - zero_point) * scale if scale else values
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

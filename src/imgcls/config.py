@@ -15,14 +15,13 @@ No TensorFlow is imported here: config errors must answer instantly.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, did_you_mean, first_line
 
 
 class Section(BaseModel):
@@ -444,7 +443,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ImgclsError(f"{path}{line}: malformed YAML: {problem}") from None
     if raw is None:
         raw = {}
@@ -511,8 +510,8 @@ def _validate_model_options(config: Config) -> list[str]:
 
 
 def _suggest(word: str, candidates: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {prefix}{close[0]}?" if close else ""
+    hint = did_you_mean(word, candidates, prefix)
+    return f"; {hint}" if hint else ""
 
 
 def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config) -> str:

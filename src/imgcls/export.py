@@ -25,7 +25,6 @@ into place, so a failure never leaves half an export behind.
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ import numpy as np
 import imgcls
 from imgcls import runs
 from imgcls.classifier import EXPORT_INFO, LABELS, Classifier
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, did_you_mean, first_line
 from imgcls.runtime import import_tensorflow
 
 FORMATS = ("savedmodel", "tflite", "keras")
@@ -63,8 +62,8 @@ def check_request(fmt: str, quantize: str) -> None:
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    hint = did_you_mean(word, choices)
+    return f" ({hint})" if hint else ""
 
 
 def default_target(run: Path, fmt: str, quantize: str) -> Path:
@@ -158,17 +157,12 @@ def _write_tflite(source: Classifier, folder: Path, quantize: str, representativ
     except Exception as exc:  # the converter's errors are long MLIR dumps: keep the telling line
         advice = ("try --quantize dynamic or float16 (int8 needs every op in integer form)" if quantize == "int8"
                   else "try --format savedmodel, or a model without that op")
-        raise ImgclsError(f"TFLite conversion failed ({_telling_line(exc)}); {advice}") from None
+        why = first_line(exc, 240, prefer=("error", "not supported"))
+        raise ImgclsError(f"TFLite conversion failed ({why}); {advice}") from None
     return path
 
 
 WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite}
-
-
-def _telling_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower() or "not supported" in line.lower()]
-    return ((errors or lines or [type(exc).__name__])[0])[:240]
 
 
 # --------------------------------------------------------------------------- images from the run's split

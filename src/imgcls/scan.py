@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit (about 13,000 x 13,000)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
@@ -125,7 +125,7 @@ def check_file(path: Path, converted_dir: Path | None = None) -> FileCheck:
     except Image.DecompressionBombError:
         return FileCheck("bad", reason=f"too large (over the limit of {MAX_PIXELS:,} pixels)")
     except OSError as exc:
-        message = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        message = first_line(exc, 80)
         what = "truncated" if "truncated" in message else "unreadable"
         return FileCheck("bad", reason=f"{what} ({message})") if expected else FileCheck("other")
     except Exception as exc:  # Pillow raises assorted errors (SyntaxError, ValueError, ...) on broken files

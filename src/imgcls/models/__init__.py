@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 # Importing the builder modules registers them.
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 from imgcls.models import backbone, cnn_bn, simple_cnn, vgg  # noqa: F401
 from imgcls.models.registry import MODELS, register_model
 
@@ -49,7 +49,7 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
     except ValueError as exc:  # e.g. the image shrinks to nothing before the last conv
         raise ImgclsError(
             f"model {config.model.name} cannot be built for data.image_size {height}x{width}: "
-            f"{str(exc).splitlines()[0][:160]}; use larger images or fewer blocks"
+            f"{first_line(exc, 160)}; use larger images or fewer blocks"
         ) from None
     binary = config.data.label_mode == "binary"
     logits = keras.layers.Dense(output_units(config.data.label_mode, num_classes), name="logits")(x)

@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 from imgcls.models.registry import Options, register_model
 
 # name -> (keras.applications constructor, preprocessing, extra constructor arguments)
@@ -155,7 +155,7 @@ def _application(options: BackboneOptions, input_shape: tuple):
             net.load_weights(str(path))
         except Exception as exc:  # noqa: BLE001 - any mismatch is the user's file, not a bug
             raise ImgclsError(f"model.weights: {path} does not fit {options.backbone} without its top "
-                              f"({str(exc).splitlines()[0][:160]})") from None
+                              f"({first_line(exc, 160)})") from None
     return net
 
 

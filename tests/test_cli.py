@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import MESSY_BAD, make_image_folder, make_messy_folder, write_config
 
-from imgcls import runs
+from imgcls import files, runs
 
 RUN_FILES = ["config.yaml", "classes.json", "split.csv", "best.keras", "history.csv", "history.png", "metrics.json"]
 
@@ -81,7 +81,7 @@ def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
     assert len(predictions) == 8
     assert all(sum(t["confidence"] for t in p["top_k"]) == pytest.approx(1.0, abs=1e-5) for p in predictions)
     run = (tmp_path / "runs" / "latest").resolve()
-    report, metrics = runs.read_json(run / "eval.json"), runs.read_json(run / "metrics.json")
+    report, metrics = files.read_json(run / "eval.json"), files.read_json(run / "metrics.json")
     assert report["accuracy"] == pytest.approx(metrics["best"]["val_accuracy"], abs=1e-6)  # one sigmoid, two classes
     assert report["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import make_image_folder
 from test_cli import assert_user_error
 
-from imgcls import runs
+from imgcls import files, runs
 from imgcls.evaluate import (
     averages,
     classification_report,
@@ -215,7 +215,7 @@ def _copy_with_test_rows(trained_run: Path, tmp_path: Path, per_class: int = 2) 
         if row["subset"] == "train" and taken.get(row["class"], 0) < per_class:
             row["subset"] = "test"
             taken[row["class"]] = taken.get(row["class"], 0) + 1
-    runs.write_history(run / "split.csv", rows)
+    files.write_csv(run / "split.csv", rows)
     return run
 
 
@@ -241,7 +241,7 @@ def test_training_also_evaluates_the_test_split_when_there_is_one(trained_run, t
 def test_error_evaluate_when_split_images_are_gone_names_them(cli, trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / trained_run.name)
     rows = runs.read_split(run) + [{"path": "red/ghost.png", "class": "red", "subset": "val"}]
-    runs.write_history(run / "split.csv", rows)
+    files.write_csv(run / "split.csv", rows)
     assert_user_error(cli("evaluate", run), "1 of the 10 val images in split.csv are missing", "red/ghost.png")
 
 
@@ -250,7 +250,7 @@ def test_evaluate_reads_the_recorded_split_instead_of_splitting_again(cli, train
     rows = runs.read_split(run)
     for row in rows:
         row["subset"] = "val" if row["class"] == "red" and row["subset"] == "val" else "train"
-    runs.write_history(run / "split.csv", rows)
+    files.write_csv(run / "split.csv", rows)
     report = json.loads(cli("evaluate", run, "--json").stdout)
     assert report["images"] == 3 and [r["support"] for r in report["per_class"]] == [0, 0, 3]
 
@@ -259,7 +259,7 @@ def test_top_k_comes_from_the_run_config(cli, trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / trained_run.name)
     config = runs.read_config(run)
     config["evaluate"] = {**config.get("evaluate", {}), "top_k": 2}
-    runs.write_yaml(run / "config.yaml", config)
+    files.write_yaml(run / "config.yaml", config)
     report = json.loads(cli("evaluate", run, "--json").stdout)
     assert report["top_k"]["k"] == 2 and 0 <= report["top_k"]["accuracy"] <= 1
     assert "top-2 accuracy" in cli("evaluate", run).stdout

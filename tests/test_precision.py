@@ -21,7 +21,7 @@ from conftest import write_config
 from test_export import EXPORTS, IDS, MODEL_IN, export_folder
 from test_resume import patched_callbacks, train
 
-from imgcls import runs
+from imgcls import files, runs
 
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
 
@@ -67,7 +67,7 @@ def test_the_run_trains_and_resumes_in_its_precision_and_records_it(trained):
     assert f"precision {trained.policy}" in trained.resumed.stderr
     assert "resuming after epoch 1 of 3 (optimizer step 4)" in trained.resumed.stderr  # 27 images, batches of 8
     assert runs.read_config(trained.run)["imgcls"]["precision"] == trained.policy
-    metrics = runs.read_json(trained.run / "metrics.json")
+    metrics = files.read_json(trained.run / "metrics.json")
     assert metrics["precision"] == trained.policy and metrics["status"] == "finished" and metrics["epochs_run"] == 3
 
 

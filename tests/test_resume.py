@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import write_config
 
-from imgcls import runs, training
+from imgcls import files, runs, training
 
 DETERMINISTIC = {"deterministic": True, "device": "cpu"}
 
@@ -89,7 +89,7 @@ def test_ctrl_c_says_the_epoch_was_finished_and_shows_the_resume_command(interru
     assert stopped.exit_code == 130
     assert "stopped after epoch 2, which is saved" in stopped.stderr
     assert "resume with: imgcls train --resume" in stopped.stderr and copy.name in stopped.stderr
-    metrics = runs.read_json(copy / "metrics.json")
+    metrics = files.read_json(copy / "metrics.json")
     assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGINT" and metrics["epochs_run"] == 2
     assert (copy / "best.keras").is_file() and (copy / "history.png").is_file() and (copy / "backup" / "epoch-2").is_dir()
 
@@ -98,7 +98,7 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(interrupted_and_resumed):
     again, run, whole = interrupted_and_resumed["again"], interrupted_and_resumed["run"], interrupted_and_resumed["whole"]
     assert again.exit_code == 0, again.output
     assert "resuming after epoch 2 of 4 (optimizer step 8)" in again.stderr  # 27 training images, batches of 8
-    metrics = runs.read_json(run / "metrics.json")
+    metrics = files.read_json(run / "metrics.json")
     assert metrics["status"] == "finished" and metrics["epochs_run"] == 4
     assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()] == ["epoch", "1", "2", "3", "4"]
     assert without_seconds(run) == without_seconds(whole)  # learning rates included: the schedule went on
@@ -121,10 +121,10 @@ def test_resuming_with_a_changed_config_is_refused_unless_forced(cli, interrupte
     result = cli("train", "--resume", copy, "--set", "train.learning_rate=0.5", "--set", "model.dense=[8]")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "changes model.dense, train.learning_rate" in result.stderr and "--force" in result.stderr
-    assert runs.read_json(copy / "metrics.json")["status"] == "interrupted"  # untouched
+    assert files.read_json(copy / "metrics.json")["status"] == "interrupted"  # untouched
     forced = cli("train", "--resume", copy, "--set", "train.learning_rate=0.0005", "--force")
     assert forced.exit_code == 0, forced.output
-    assert runs.read_config(copy)["train"]["learning_rate"] == 0.0005 and runs.read_json(copy / "metrics.json")["epochs_run"] == 4
+    assert runs.read_config(copy)["train"]["learning_rate"] == 0.0005 and files.read_json(copy / "metrics.json")["epochs_run"] == 4
 
 
 def test_sigterm_mid_epoch_abandons_it_says_so_and_exits_143(cli, tmp_path, tiny_config, monkeypatch):
@@ -132,7 +132,7 @@ def test_sigterm_mid_epoch_abandons_it_says_so_and_exits_143(cli, tmp_path, tiny
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=3")
     assert result.exit_code == 143
     run = (tmp_path / "latest").resolve()
-    metrics = runs.read_json(run / "metrics.json")
+    metrics = files.read_json(run / "metrics.json")
     assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGTERM" and metrics["epochs_run"] == 1
     assert "interrupted (SIGTERM): epoch 2 was abandoned (epoch 1 is saved)" in result.stderr
     assert "imgcls train --resume" in result.stderr and (run / "history.png").is_file()
@@ -148,7 +148,7 @@ def test_early_stopping_patience_carries_over_a_resume(cli, tmp_path, tiny_confi
                    "--set", "evaluate.after_training=false").exit_code == 130
     result = cli("train", "--resume", "--runs-dir", tmp_path)
     assert result.exit_code == 0, result.output
-    metrics = runs.read_json((tmp_path / "latest").resolve() / "metrics.json")
+    metrics = files.read_json((tmp_path / "latest").resolve() / "metrics.json")
     assert metrics["status"] == "stopped_early" and metrics["epochs_run"] == 3  # not 5: the wait count was restored
 
 
@@ -219,7 +219,7 @@ def assert_same_run(resumed, whole):
     run = resumed["run"]
     assert [int(row["epoch"]) for row in runs.read_history(run)] == [1, 2, 3, 4]
     assert without_seconds(run) == without_seconds(whole["run"])
-    metrics, expected = runs.read_json(run / "metrics.json"), runs.read_json(whole["run"] / "metrics.json")
+    metrics, expected = files.read_json(run / "metrics.json"), files.read_json(whole["run"] / "metrics.json")
     assert metrics["status"] == "finished"
     assert {k: metrics[k] for k in ("epochs_run", "best_epoch", "best", "phases")} == {
         k: expected[k] for k in ("epochs_run", "best_epoch", "best", "phases")}
@@ -284,7 +284,7 @@ def test_a_checkpoint_save_that_dies_midway_keeps_the_previous_best_keras(cli, t
     model = keras.saving.load_model(run / "best.keras")  # the first epoch's model, whole
     assert model.output_shape == (None, 3)
     assert not [p for p in run.iterdir() if p.name.startswith(".best")]  # no temporary file left
-    assert runs.read_json(run / "metrics.json")["status"] == "failed"
+    assert files.read_json(run / "metrics.json")["status"] == "failed"
 
 
 def test_a_full_runs_folder_is_refused_before_training(cli, tmp_path, tiny_config, monkeypatch):
@@ -382,7 +382,7 @@ def test_two_workers_train_one_run_together_and_only_the_chief_writes_it(tmp_pat
     assert "this is worker 1" in outputs[1] and "worker 1: finished after 1 epochs" in outputs[1]
     assert all("global batch 16 = 8 per replica x 2 replicas" in out for out in outputs)
     [run] = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
-    assert runs.read_json(run / "metrics.json")["status"] == "finished"
+    assert files.read_json(run / "metrics.json")["status"] == "finished"
     assert runs.read_config(run)["imgcls"]["distribute"] == {"strategy": "multi_worker", "replicas": 2, "global_batch_size": 16}
     assert len(runs.read_history(run)) == 1
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from imgcls import runs
+from imgcls import files, runs
 
 
 def _copy(trained_run, tmp_path):
@@ -49,10 +49,10 @@ def test_a_run_without_metrics_is_running_while_its_process_lives_and_failed_aft
     assert runs.run_status(run) == "running"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    process = runs.read_json(run / "process.json")
-    runs.write_json(run / "process.json", {**process, "pid": gone.pid})
+    process = files.read_json(run / "process.json")
+    files.write_json(run / "process.json", {**process, "pid": gone.pid})
     assert runs.run_status(run) == "failed"
-    runs.write_json(run / "process.json", {**process, "host": "another-machine"})
+    files.write_json(run / "process.json", {**process, "host": "another-machine"})
     assert runs.run_status(run) == "unknown"
 
 
@@ -68,7 +68,7 @@ def test_a_run_without_metrics_still_reports_its_best_epoch_from_history(trained
 
 
 def test_train_records_its_process_in_the_run(trained_run):
-    process = runs.read_json(trained_run / "process.json")
+    process = files.read_json(trained_run / "process.json")
     assert process["pid"] == os.getpid() and process["host"]
 
 

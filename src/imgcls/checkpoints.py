@@ -20,16 +20,14 @@ pattern as Keras' own `save_weights`, plus what it leaves out.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgcls import runs
 from imgcls.errors import ImgclsError
+from imgcls.files import atomic_file, atomic_folder
 
 BACKUP = "backup"
 _WEIGHTS = "model.weights.h5"
@@ -79,7 +77,7 @@ def best_model_checkpoint(keras, path: Path, **kwargs):
     class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
         def _save_model(self, epoch, batch, logs):
             if self._should_save_model(epoch, batch, logs, self.filepath):
-                with runs.atomic_path(Path(self.filepath)) as temporary:
+                with atomic_file(Path(self.filepath)) as temporary:
                     inference_model(self.model).save(temporary)
 
     return BestModelCheckpoint(str(path), **kwargs)
@@ -116,11 +114,8 @@ def epoch_backup(keras, run: Path, stateful: list, restore: dict[str, Any] | Non
 def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
     """Write <run>/backup/epoch-<epoch>/ under a temporary name, rename it into place, drop older epochs."""
     folder = Path(run) / BACKUP
-    folder.mkdir(exist_ok=True)
-    target = folder / f"epoch-{epoch}"
-    tmp = folder / f".epoch-{epoch}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    target = folder / f"epoch-{epoch}"  # the same epoch again when a resumed run redoes one that had no backup
+    with atomic_folder(target) as tmp:
         model.save_weights(str(tmp / _WEIGHTS))
         np.savez(tmp / _RANDOM, *[np.asarray(v.numpy()) for v in _seed_states(model)])
         state = {"epoch": epoch, "trainable_weights": len(model.trainable_variables), "callbacks": {}, "learning_rate": None,
@@ -135,12 +130,6 @@ def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
             if best_weights is not None:
                 np.savez(tmp / _EARLY_BEST, *best_weights)
         (tmp / _STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        if target.exists():  # the same epoch again (a resumed run redoing an epoch that had no backup yet)
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     for older in folder.glob("epoch-*"):
         if older != target:
             shutil.rmtree(older, ignore_errors=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from imgcls import runs
 from imgcls.errors import ImgclsError
+from imgcls.files import write_json
 
 # --------------------------------------------------------------------------- metrics (NumPy only)
 
@@ -209,7 +210,7 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
                                for i in worst]
     result["files"] = {key: artifact_name(base, tag) for key, base in ARTIFACTS.items()}
     _draw(run, result, [_pixels(readable[i], config) for i in worst])
-    runs.write_json(run / result["files"]["eval"], result)
+    write_json(run / result["files"]["eval"], result)
     return result
 
 

@@ -25,9 +25,6 @@ into place, so a failure never leaves half an export behind.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -38,6 +35,7 @@ import imgcls
 from imgcls import runs
 from imgcls.classifier import EXPORT_INFO, LABELS, Classifier
 from imgcls.errors import ImgclsError, did_you_mean, first_line
+from imgcls.files import atomic_folder, write_json, write_text
 from imgcls.runtime import import_tensorflow
 
 FORMATS = ("savedmodel", "tflite", "keras")
@@ -81,20 +79,15 @@ def export_run(run: Path, fmt: str, quantize: str = "none", out: Path | None = N
     source = Classifier.from_run(run)
     representative = _calibration_images(run, source) if quantize == "int8" else None
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    # Built beside the target and renamed into place only once checked: a failure (Ctrl-C included) leaves nothing.
+    with atomic_folder(target) as building:
         model_path = WRITERS[fmt](source, building, quantize, representative)
-        runs.write_text(building / LABELS, "".join(f"{name}\n" for name in source.class_names))
+        write_text(building / LABELS, "".join(f"{name}\n" for name in source.class_names))
         exported = Classifier.from_path(model_path)
         log(f"checking the exported model against best.keras on up to {VERIFY_IMAGES} validation images ...")
         verification = verify(run, source, exported, quantize)
         info = _describe(run, source, exported, fmt, quantize, model_path, building, verification)
-        runs.write_json(building / EXPORT_INFO, info)
-        _move_into_place(building, target)
-    except BaseException:  # Ctrl-C included: no half-written export folder
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+        write_json(building / EXPORT_INFO, info)
     return info
 
 
@@ -245,7 +238,7 @@ def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -
     return report
 
 
-# --------------------------------------------------------------------------- export.json and the final rename
+# --------------------------------------------------------------------------- export.json
 
 
 def _describe(run, source, exported, fmt, quantize, model_path, folder, verification) -> dict:
@@ -299,22 +292,3 @@ def _describe(run, source, exported, fmt, quantize, model_path, folder, verifica
 def _model_size(folder: Path) -> int:
     """Bytes of the model itself: every file but labels.txt and export.json."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in (LABELS, EXPORT_INFO))
-
-
-def _move_into_place(building: Path, target: Path) -> None:
-    """Rename the finished folder onto target; an earlier export there is replaced only now."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(building, 0o777 & ~mask)  # mkdtemp's folder is private; a finished export is an ordinary folder
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    try:
-        os.replace(building, target)
-    except OSError:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from imgcls import runs
+from imgcls.files import atomic_file
 
 
 def _pyplot():
@@ -32,7 +33,7 @@ def _pyplot():
 def _save(fig, out: Path, plt, **kwargs) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with runs.atomic_path(out) as tmp:
+    with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=100, format="png", **kwargs)
     plt.close(fig)
     return out

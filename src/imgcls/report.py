@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from imgcls import runs
 from imgcls.data import DataPlan
+from imgcls.files import atomic_file, write_text
 from imgcls.scan import SHOW_BAD
 
 IMBALANCE_RATIO = 0.1  # a class with under a tenth of the largest class's training images gets a warning
@@ -154,7 +154,7 @@ def class_table(plan: DataPlan):
 
 def write_skipped(plan: DataPlan, path: Path) -> None:
     """skipped_files.txt: one line per bad file, its path relative to the data folder, a tab, the reason."""
-    runs.write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in plan.bad_files()))
+    write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in plan.bad_files()))
 
 
 # --------------------------------------------------------------------------- the sample grid
@@ -185,7 +185,7 @@ def sample_grid(plan: DataPlan, image_size: tuple[int, int], channels: int, out:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with runs.atomic_path(out) as tmp:
+    with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=72, format="png")
     plt.close(fig)
     return out

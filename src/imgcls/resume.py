@@ -16,6 +16,7 @@ from typing import Any
 from imgcls import runs
 from imgcls.config import Config, load_config
 from imgcls.errors import ImgclsError
+from imgcls.files import read_json
 
 DONE = ("finished", "stopped_early")
 
@@ -36,7 +37,7 @@ def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force
     folder = runs.resolve_run(run, runs_dir)
     status = runs.run_status(folder)
     if status == "running":
-        process = runs.read_json(folder / runs.PROCESS)
+        process = read_json(folder / runs.PROCESS)
         raise ImgclsError(f"{folder}: still training (process {process.get('pid')} on {process.get('host')}); "
                           "stop it first, or wait for it to finish")
     # data.dir as written may be relative to where training started; the run also recorded it absolute.

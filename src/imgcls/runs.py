@@ -25,22 +25,20 @@ This module imports no TensorFlow: `predict`, `plot`, `evaluate` and `imgcls run
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
 import shutil
 import socket
-import uuid
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from imgcls.config import monitor_mode
 from imgcls.errors import ImgclsError
+from imgcls.files import atomic_file, read_json, write_json
 
 LATEST = "latest"
 CONFIG = "config.yaml"
@@ -125,16 +123,13 @@ def record_process(run: Path) -> None:
 def point_latest(runs_dir: Path, run: Path) -> None:
     """Atomically make `runs_dir/latest` refer to `run`."""
     latest = runs_dir / LATEST
-    tmp = runs_dir / f".{LATEST}.{os.getpid()}"
-    try:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        tmp.symlink_to(run.name, target_is_directory=True)
-    except OSError:  # e.g. Windows without developer mode, some network drives
-        tmp.write_text(run.name + "\n", encoding="utf-8")
     if latest.is_dir() and not latest.is_symlink():
         raise ImgclsError(f"{latest} is a folder, not imgcls' pointer to the newest run; rename it")
-    os.replace(tmp, latest)
+    with atomic_file(latest) as tmp:
+        try:
+            tmp.symlink_to(run.name, target_is_directory=True)
+        except OSError:  # e.g. Windows without developer mode, some network drives
+            tmp.write_text(run.name + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- finding runs
@@ -162,51 +157,7 @@ def list_runs(runs_dir: Path) -> list[Path]:
     return sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.is_symlink() and (p / CONFIG).is_file())
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path beside `target` that is renamed onto it when the block succeeds."""
-    target = Path(target)
-    # Not mkstemp: its files are private (0600); these should get the usual umask, like best.keras.
-    tmp = target.parent / f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{target.suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_yaml(path: Path, data: Any) -> None:
-    write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 # --------------------------------------------------------------------------- reading runs
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def read_config(run: Path) -> dict[str, Any]:

@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import os
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from imgcls.errors import ImgclsError, first_line
+from imgcls.files import atomic_file, write_text
 
 MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit (about 13,000 x 13,000)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
@@ -161,12 +161,8 @@ def _write_converted(image, target: Path) -> None:
     if target.exists():  # named by content hash: an identical file was converted already
         return
     pixels = _to_8bit(ImageOps.exif_transpose(image))
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.png")
-    try:
+    with atomic_file(target) as tmp:
         pixels.save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _to_8bit(image):
@@ -282,8 +278,6 @@ class ScanCache:
             self._drop_unused_conversions()
         if not self.changed:
             return
-        from imgcls.runs import write_text
-
         try:
             write_text(self.folder / "scan.json", json.dumps({"version": CACHE_VERSION, "files": self.entries},
                                                              ensure_ascii=False, separators=(",", ":")))

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import imgcls
 from imgcls import checkpoints, runs
 from imgcls.errors import ImgclsError
+from imgcls.files import write_csv, write_json, write_yaml
 from imgcls.config import Config, TrainConfig, monitor_mode
 from imgcls.data import DataPlan, plan_data, total_epochs
 from imgcls.report import print_report, write_skipped
@@ -233,7 +234,7 @@ def _write_metrics(config, run, recorder, status, seconds, info, model, datasets
         metrics["stopped_by"] = stopped_by  # SIGINT (Ctrl-C) or SIGTERM
     if phases:
         metrics["phases"] = [{"phase": p.description, "epochs": [p.first_epoch + 1, p.last_epoch]} for p in phases]
-    runs.write_json(run / runs.METRICS, metrics)
+    write_json(run / runs.METRICS, metrics)
     return metrics
 
 
@@ -273,7 +274,7 @@ def _record_resume(run: Path, config: Config, command: str) -> None:
     saved = runs.read_config(run)
     resolved = {**config.to_dict(), "imgcls": saved.get("imgcls", {})}
     resolved["imgcls"]["resumed"] = [*resolved["imgcls"].get("resumed", []), command]
-    runs.write_yaml(run / runs.CONFIG, resolved)
+    write_yaml(run / runs.CONFIG, resolved)
     runs.record_process(run)
     # The earlier session's summary: the run trains again, and `imgcls runs` must say so.
     (run / runs.METRICS).unlink(missing_ok=True)
@@ -380,12 +381,12 @@ def _write_run_start(config, run, plan, phases, info, command) -> None:
         "data_git": data_git_commit(Path(config.data.dir)),
         "cache": plan.cache.mode,
     }
-    runs.write_yaml(run / runs.CONFIG, resolved)
-    runs.write_json(run / runs.CLASSES, plan.class_names)
-    runs.write_history(run / runs.SPLIT, plan.split_rows())
+    write_yaml(run / runs.CONFIG, resolved)
+    write_json(run / runs.CLASSES, plan.class_names)
+    write_csv(run / runs.SPLIT, plan.split_rows())
     write_skipped(plan, run / runs.SKIPPED)
     if plan.duplicates:
-        runs.write_history(run / runs.DUPLICATES, [
+        write_csv(run / runs.DUPLICATES, [
             {"subset": d.subset, "path": plan.relative(d.path), "same_as_subset": d.same_as_subset,
              "same_as": plan.relative(d.same_as), "dropped": d.dropped} for d in plan.duplicates])
 
@@ -488,7 +489,7 @@ class EpochRecorder:
                 logs["lr"] = current_learning_rate(self.model.optimizer)
                 row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "seconds": round(now - self.epoch_start, 3)}
                 recorder.rows.append(row)
-                runs.write_history(recorder.path, recorder.rows)
+                write_csv(recorder.path, recorder.rows)
 
         return _Callback()
 

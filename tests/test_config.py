@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imgcls.config import Config, load_config, render_defaults
+from imgcls.config import Config, load_config
+from imgcls.config.reference import render_defaults
 from imgcls.errors import ImgclsError
 
 

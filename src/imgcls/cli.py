@@ -376,7 +376,8 @@ def config_command(
     """Validate a config and print it resolved, or print the reference config."""
     import yaml
 
-    from imgcls.config import load_config, render_defaults
+    from imgcls.config import load_config
+    from imgcls.config.reference import render_defaults
 
     if defaults or config is None:
         out.print(render_defaults(), highlight=False, markup=False, end="")

@@ -362,7 +362,7 @@ def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_class
     if training:
         buffer, seed = data.shuffle_buffer or len(files), config.runtime.seed
         one_pass = ds
-        ds = tf.data.Dataset.range(first_epoch, total_epochs(config)).flat_map(
+        ds = tf.data.Dataset.range(first_epoch, config.total_epochs).flat_map(
             lambda epoch: one_pass.shuffle(buffer, seed=seed + epoch * 7919, reshuffle_each_iteration=False)
             .batch(batch_size))
     else:
@@ -388,12 +388,6 @@ def _without_autotune_thread(tf):
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
-
-
-def total_epochs(config: Config) -> int:
-    """Epochs of every phase: train.epochs, plus train.fine_tune.epochs for transfer learning."""
-    tune = config.train.fine_tune
-    return config.train.epochs + (tune.epochs if tune is not None else 0)
 
 
 def _disk_cache_name(plan: DataPlan, subset: str, config: Config) -> str:

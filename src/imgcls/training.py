@@ -38,7 +38,7 @@ from imgcls import checkpoints, runs
 from imgcls.errors import ImgclsError
 from imgcls.files import write_csv, write_json, write_yaml
 from imgcls.config import Config, TrainConfig, monitor_mode
-from imgcls.data import DataPlan, plan_data, total_epochs
+from imgcls.data import DataPlan, plan_data
 from imgcls.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
@@ -123,7 +123,7 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
         with info.scope():
             restored = checkpoints.restore_state(model, run)
         previous = _history_until(run, first_epoch)
-        log(f"resuming after epoch {first_epoch} of {total_epochs(config)}"
+        log(f"resuming after epoch {first_epoch} of {config.total_epochs}"
             + (f" (optimizer step {int(model.optimizer.iterations.numpy())})" if restored else " (no epoch was backed up: from the start)"))
         _record_resume(run, config, command)
     else:
@@ -508,7 +508,7 @@ def _summarise(config, rows, status, wall_time, recorder, info, model) -> dict[s
         "best_epoch": int(best["epoch"]) if best else None,
         "best": {k: v for k, v in best.items() if k not in ("epoch", "seconds")} if best else {},
         "epochs_run": len(rows),
-        "epochs_planned": total_epochs(config),
+        "epochs_planned": config.total_epochs,
         "wall_time_s": round(wall_time, 2),
         "train_images_per_s": recorder.images_per_second(),
         "total_params": int(model.count_params()),

@@ -1,16 +1,9 @@
-"""The experiment config: one YAML file, validated here.
+"""The config schema: every key of the YAML, its type, default and meaning.
 
-This module is the schema *and* the reference documentation of the YAML:
-every key below has a type, a default and a one-line description, and
-`imgcls config --defaults` prints them as a commented YAML file.
-
-Only `data.dir` is required. Loading goes: read YAML (safe loader) ->
-apply `--set key=value` overrides -> validate with pydantic -> check the
-combinations that individual keys cannot (loss vs. label_mode, ...).
-Every problem becomes an `ImgclsError` that names the key path, e.g.
-"train.epoch: unknown key; did you mean train.epochs?".
-
-No TensorFlow is imported here: config errors must answer instantly.
+This module is the reference documentation of the YAML: `imgcls config
+--defaults` prints it as a commented file (docs/config.md is that output).
+Only `data.dir` is required. Loading and the checks that span keys are in
+`imgcls.config.load`. No TensorFlow is imported here.
 """
 
 from __future__ import annotations
@@ -18,10 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from imgcls.errors import ImgclsError, did_you_mean, first_line
 
 
 class Section(BaseModel):
@@ -318,7 +309,7 @@ class RuntimeConfig(Section):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads per op (intra-op); null = TensorFlow's default, all cores")
     inter_op_threads: int | None = Field(None, ge=1, description="ops run in parallel (inter-op); null = TensorFlow's default "
-                                         "(1 saves ~40-85 MB on a CPU but trained 7% slower here)")
+                                         "(1 saves some memory on a CPU but trained slower: docs/benchmarks.md)")
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
         "auto", description="auto (MirroredStrategy when more than one GPU is visible, else none) | none | mirrored "
         "(every visible GPU of this machine) | multi_worker (MultiWorkerMirroredStrategy, machines listed in TF_CONFIG); "
@@ -358,6 +349,12 @@ class Config(Section):
         names = ["loss", *self.train.metrics]
         return names + [f"val_{n}" for n in names] if validation else names
 
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of every phase: train.epochs, plus train.fine_tune.epochs for transfer learning."""
+        tune = self.train.fine_tune
+        return self.train.epochs + (tune.epochs if tune is not None else 0)
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -367,240 +364,3 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
     if mode != "auto":
         return mode
     return "min" if "loss" in monitor else "max"
-
-
-def _check_combinations(config: Config) -> list[str]:
-    """Problems no single key can see; each message says how to fix it."""
-    problems = []
-    data, train = config.data, config.train
-    needed = LOSS_FOR_LABEL_MODE[data.label_mode]
-    if train.loss not in ("auto", needed):
-        problems.append(
-            f"train.loss: {train.loss} does not match data.label_mode {data.label_mode}, which needs {needed}; "
-            f"set train.loss: auto (or {needed}), or change data.label_mode"
-        )
-    if train.label_smoothing and data.label_mode == "int":
-        problems.append(
-            "train.label_smoothing: needs one-hot labels; set data.label_mode: categorical (loss auto follows)"
-        )
-    one_hot_only = [m for m in train.metrics if m in ("auc", "precision", "recall")]
-    if one_hot_only and data.label_mode == "int":
-        problems.append(
-            f"train.metrics: {', '.join(one_hot_only)} need one-hot or binary labels; set data.label_mode: categorical or binary"
-        )
-    if train.optimizer not in ("sgd", "rmsprop") and train.momentum is not None:
-        problems.append(f"train.momentum: {train.optimizer} has no momentum; remove it or use optimizer sgd or rmsprop")
-    if train.optimizer != "sgd" and train.nesterov:
-        problems.append(f"train.nesterov: only sgd has Nesterov momentum (optimizer is {train.optimizer})")
-    if config.callbacks.reduce_lr_on_plateau.enabled and train.schedule.name != "none":
-        problems.append(
-            "callbacks.reduce_lr_on_plateau: cannot lower a scheduled learning rate; "
-            "set train.schedule: none or disable reduce_lr_on_plateau"
-        )
-    if data.augment == "strong" and data.label_mode != "categorical":
-        problems.append(
-            "data.augment: strong mixes images and their labels (MixUp/CutMix), which needs one-hot labels; "
-            "set data.label_mode: categorical, or use data.augment: light"
-        )
-    if train.fine_tune is not None:
-        weights = config.model.options.get("weights", "imagenet")
-        if config.model.name != "backbone":
-            problems.append(f"train.fine_tune: needs model.name: backbone (a pretrained backbone to freeze), not {config.model.name}")
-        elif weights == "none":
-            problems.append("train.fine_tune: a backbone with model.weights: none has nothing to keep frozen; "
-                            "use imagenet or a weights file, or remove train.fine_tune")
-    if data.val_dir is not None and data.validation_split is not None:
-        problems.append(
-            "data.validation_split: not used when data.val_dir is set; remove one of them (or --set data.validation_split=null)"
-        )
-    if data.test_dir is not None and data.test_split:
-        problems.append("data.test_split: not used when data.test_dir is set; remove one of them")
-    held_out = (data.validation_split or 0) + data.test_split
-    if held_out >= 1:
-        problems.append(f"data.validation_split + data.test_split: {held_out:g} leaves nothing to train on; keep the sum under 1")
-    monitors = {
-        "callbacks.checkpoint.monitor": config.callbacks.checkpoint.monitor,
-        "callbacks.early_stopping.monitor": config.callbacks.early_stopping.monitor,
-        "callbacks.reduce_lr_on_plateau.monitor": config.callbacks.reduce_lr_on_plateau.monitor,
-    }
-    known = config.metric_names()
-    for key, monitor in monitors.items():
-        if monitor not in known:
-            problems.append(f"{key}: unknown metric {monitor!r}{_suggest(monitor, known, '')}; known: {', '.join(known)}")
-    return problems
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A config file as a dict, read with the safe loader (no Python objects)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImgclsError(f"config file not found: {path} (give the path to a .yaml file, e.g. configs/digits.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or first_line(exc)
-        raise ImgclsError(f"{path}{line}: malformed YAML: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ImgclsError(f"{path}: expected a mapping of sections (data:, model:, train:, ...), got {type(raw).__name__}")
-    return raw
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.path=value` strings; values are parsed as YAML (3 -> int, [1, 2] -> list)."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ImgclsError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        node = raw
-        parts = key.strip().split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ImgclsError(f"--set {item}: {'.'.join(parts[: depth + 1])} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
-def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: dict | None = None) -> Config:
-    """Read, override and validate a config; raise ImgclsError listing every problem."""
-    raw = dict(raw) if raw is not None else read_yaml(Path(path))
-    raw.pop("imgcls", None)  # versions and resolved values a run's config.yaml records; not settings
-    raw = apply_overrides(raw, list(overrides))
-    if raw.get("data") is None:
-        raw["data"] = {}  # so the message names the one required key, data.dir
-    source = f"{path}: " if path else ""
-    try:
-        config = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ImgclsError(source + "; ".join(_describe(err) for err in exc.errors())) from None
-    problems = _validate_model_options(config) + _check_combinations(config)
-    if problems:
-        raise ImgclsError(source + "; ".join(problems))
-    return config
-
-
-def _validate_model_options(config: Config) -> list[str]:
-    """Check `model.*` against the chosen builder's options and fill in its defaults."""
-    from imgcls.models.registry import MODELS
-
-    name = config.model.name
-    if name not in MODELS:
-        return [f"model.name: unknown model {name!r}{_suggest(name, list(MODELS), '')}; known: {', '.join(sorted(MODELS))}"]
-    try:
-        options = MODELS[name].options.model_validate(config.model.options)
-    except ValidationError as exc:
-        return [_describe(err, prefix=("model",), schema=MODELS[name].options) for err in exc.errors()]
-    config.model = ModelConfig(name=name, **options.model_dump(mode="json"))
-    return []
-
-
-# --------------------------------------------------------------------------- messages
-
-
-def _suggest(word: str, candidates: list[str], prefix: str) -> str:
-    hint = did_you_mean(word, candidates, prefix)
-    return f"; {hint}" if hint else ""
-
-
-def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config) -> str:
-    """One line for one pydantic error: key path, what is wrong, what is allowed."""
-    loc, owner = _clean_loc(prefix + tuple(error["loc"]), schema, len(prefix))
-    path = ".".join(str(p) for p in loc)
-    if error["type"] == "extra_forbidden":
-        parent = ".".join(str(p) for p in loc[:-1])
-        fields = list(owner.model_fields) if owner else []
-        return f"{path}: unknown key{_suggest(str(loc[-1]), fields, parent + '.' if parent else '')}" + (
-            f" (valid keys: {', '.join(fields)})" if fields else ""
-        )
-    if error["type"] == "missing":
-        return f"{path}: required key is missing" + (" (the folder of class sub-folders)" if path == "data.dir" else "")
-    if error["type"] == "union_tag_invalid":
-        return f"{path}: unknown schedule {error['input'].get('name')!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{path}: {message} (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else f"{path}: {message}"
-
-
-def _clean_loc(loc: tuple, schema: type[BaseModel], skip: int) -> tuple[tuple, type[BaseModel] | None]:
-    """Drop pydantic's union tags from an error location and find the section that owns the last key."""
-    clean, owner = list(loc[:skip]), schema
-    model: type[BaseModel] | None = schema
-    for part in loc[skip:]:
-        if isinstance(part, str) and part in SCHEDULE_NAMES and clean and clean[-1] == "schedule":
-            model = {"exponential_decay": ExponentialDecay, "cosine_decay": CosineDecay,
-                     "piecewise_constant": PiecewiseConstant, "none": NoSchedule}[part]
-            continue
-        clean.append(part)
-        owner = model
-        field = model.model_fields.get(part) if model and isinstance(part, str) else None
-        annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return tuple(clean), owner
-
-
-# --------------------------------------------------------------------------- the reference config
-
-
-def render_defaults() -> str:
-    """Every key with its default and description, as a commented YAML file."""
-    from imgcls.models.registry import MODELS
-
-    lines = ["# imgcls reference config: every key, its default and what it means.",
-             "# Only data.dir is required. Override any key with --set section.key=value."]
-    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                "callbacks": CallbacksConfig, "evaluate": EvaluateConfig, "runtime": RuntimeConfig}
-    for section, cls in sections.items():
-        lines.append("")
-        lines.append(f"{section}:")
-        lines += _render_section(cls, indent=1)
-        if section == "model":
-            default = MODELS[ModelConfig.model_fields["name"].default]
-            lines.append(f"  # options of {default.name} (each model has its own; `imgcls models` lists them):")
-            lines += _render_section(default.options, indent=1)
-        if section == "train":
-            for variant in (ExponentialDecay, CosineDecay, PiecewiseConstant):
-                lines.append(f"  # schedule: {{name: {variant.model_fields['name'].annotation.__args__[0]}, ...}} options:")
-                lines += ["  #" + line[1:] for line in _render_section(variant, indent=1) if "name:" not in line]
-            lines.append("  # fine_tune: {...} options:")
-            lines += ["  #" + line[1:] for line in _render_section(FineTuneConfig, indent=1)]
-    return "\n".join(lines) + "\n"
-
-
-def _render_section(cls: type[BaseModel], indent: int) -> list[str]:
-    pad = "  " * indent
-    lines = []
-    for name, field in cls.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and field.default_factory:
-            lines.append(f"{pad}{name}:")
-            lines += _render_section(annotation, indent + 1)
-            continue
-        if field.is_required():
-            value = "<required>"
-        else:
-            default = field.get_default(call_default_factory=True)
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
-            value = yaml.safe_dump(_plain(default), default_flow_style=True).strip().removesuffix("...").strip()
-        comment = f"  # {field.description}" if field.description else ""
-        lines.append(f"{pad}{name}: {value}{comment}")
-    return lines
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value

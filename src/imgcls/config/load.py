@@ -1,0 +1,219 @@
+"""Loading a config: YAML (safe loader) -> `--set key=value` overrides -> pydantic -> checks across keys.
+
+Every problem becomes one `ImgclsError` listing each key path with what is
+wrong and what is allowed, e.g. "train.epoch: unknown key; did you mean
+train.epochs?". No TensorFlow is imported here: config errors answer at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from imgcls.config.schema import (
+    LOSS_FOR_LABEL_MODE, SCHEDULE_NAMES, Config, CosineDecay, ExponentialDecay, ModelConfig, NoSchedule, PiecewiseConstant,
+)
+from imgcls.errors import ImgclsError, did_you_mean, first_line
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file as a dict, read with the safe loader (no Python objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImgclsError(f"config file not found: {path} (give the path to a .yaml file, e.g. configs/digits.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or first_line(exc)
+        raise ImgclsError(f"{path}{line}: malformed YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ImgclsError(f"{path}: expected a mapping of sections (data:, model:, train:, ...), got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.path=value` strings; values are parsed as YAML (3 -> int, [1, 2] -> list)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ImgclsError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ImgclsError(f"--set {item}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: dict | None = None) -> Config:
+    """Read, override and validate a config; raise ImgclsError listing every problem."""
+    raw = dict(raw) if raw is not None else read_yaml(Path(path))
+    raw.pop("imgcls", None)  # versions and resolved values a run's config.yaml records; not settings
+    raw = apply_overrides(raw, list(overrides))
+    if raw.get("data") is None:
+        raw["data"] = {}  # so the message names the one required key, data.dir
+    source = f"{path}: " if path else ""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ImgclsError(source + "; ".join(_describe(err) for err in exc.errors())) from None
+    problems = _validate_model_options(config) + _check_combinations(config)
+    if problems:
+        raise ImgclsError(source + "; ".join(problems))
+    return config
+
+
+def _validate_model_options(config: Config) -> list[str]:
+    """Check `model.*` against the chosen builder's options and fill in its defaults."""
+    from imgcls.models.registry import MODELS
+
+    name = config.model.name
+    if name not in MODELS:
+        return [f"model.name: unknown model {name!r}{_suggest(name, list(MODELS), '')}; known: {', '.join(sorted(MODELS))}"]
+    try:
+        options = MODELS[name].options.model_validate(config.model.options)
+    except ValidationError as exc:
+        return [_describe(err, prefix=("model",), schema=MODELS[name].options) for err in exc.errors()]
+    config.model = ModelConfig(name=name, **options.model_dump(mode="json"))
+    return []
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _suggest(word: str, candidates: list[str], prefix: str) -> str:
+    hint = did_you_mean(word, candidates, prefix)
+    return f"; {hint}" if hint else ""
+
+
+def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config) -> str:
+    """One line for one pydantic error: key path, what is wrong, what is allowed."""
+    loc, owner = _clean_loc(prefix + tuple(error["loc"]), schema, len(prefix))
+    path = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in loc[:-1])
+        fields = list(owner.model_fields) if owner else []
+        return f"{path}: unknown key{_suggest(str(loc[-1]), fields, parent + '.' if parent else '')}" + (
+            f" (valid keys: {', '.join(fields)})" if fields else ""
+        )
+    if error["type"] == "missing":
+        return f"{path}: required key is missing" + (" (the folder of class sub-folders)" if path == "data.dir" else "")
+    if error["type"] == "union_tag_invalid":
+        return f"{path}: unknown schedule {error['input'].get('name')!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {message} (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else f"{path}: {message}"
+
+
+def _clean_loc(loc: tuple, schema: type[BaseModel], skip: int) -> tuple[tuple, type[BaseModel] | None]:
+    """Drop pydantic's union tags from an error location and find the section that owns the last key."""
+    clean, owner = list(loc[:skip]), schema
+    model: type[BaseModel] | None = schema
+    for part in loc[skip:]:
+        if isinstance(part, str) and part in SCHEDULE_NAMES and clean and clean[-1] == "schedule":
+            model = {"exponential_decay": ExponentialDecay, "cosine_decay": CosineDecay,
+                     "piecewise_constant": PiecewiseConstant, "none": NoSchedule}[part]
+            continue
+        clean.append(part)
+        owner = model
+        field = model.model_fields.get(part) if model and isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return tuple(clean), owner
+
+
+# --------------------------------------------------------------------------- checks across keys
+
+
+def _check_combinations(config: Config) -> list[str]:
+    """Problems no single key can see; each message says how to fix it."""
+    return _label_problems(config) + _optimizer_problems(config) + _split_problems(config) + _monitor_problems(config)
+
+
+def _label_problems(config: Config) -> list[str]:
+    """The loss, label smoothing, metrics and augmentation against data.label_mode."""
+    problems = []
+    data, train = config.data, config.train
+    needed = LOSS_FOR_LABEL_MODE[data.label_mode]
+    if train.loss not in ("auto", needed):
+        problems.append(
+            f"train.loss: {train.loss} does not match data.label_mode {data.label_mode}, which needs {needed}; "
+            f"set train.loss: auto (or {needed}), or change data.label_mode"
+        )
+    if train.label_smoothing and data.label_mode == "int":
+        problems.append("train.label_smoothing: needs one-hot labels; set data.label_mode: categorical (loss auto follows)")
+    one_hot_only = [m for m in train.metrics if m in ("auc", "precision", "recall")]
+    if one_hot_only and data.label_mode == "int":
+        problems.append(
+            f"train.metrics: {', '.join(one_hot_only)} need one-hot or binary labels; set data.label_mode: categorical or binary"
+        )
+    if data.augment == "strong" and data.label_mode != "categorical":
+        problems.append(
+            "data.augment: strong mixes images and their labels (MixUp/CutMix), which needs one-hot labels; "
+            "set data.label_mode: categorical, or use data.augment: light"
+        )
+    return problems
+
+
+def _optimizer_problems(config: Config) -> list[str]:
+    """Momentum, Nesterov, a plateau callback against a schedule, and fine-tuning against the model."""
+    problems = []
+    train = config.train
+    if train.optimizer not in ("sgd", "rmsprop") and train.momentum is not None:
+        problems.append(f"train.momentum: {train.optimizer} has no momentum; remove it or use optimizer sgd or rmsprop")
+    if train.optimizer != "sgd" and train.nesterov:
+        problems.append(f"train.nesterov: only sgd has Nesterov momentum (optimizer is {train.optimizer})")
+    if config.callbacks.reduce_lr_on_plateau.enabled and train.schedule.name != "none":
+        problems.append(
+            "callbacks.reduce_lr_on_plateau: cannot lower a scheduled learning rate; "
+            "set train.schedule: none or disable reduce_lr_on_plateau"
+        )
+    if train.fine_tune is not None:
+        weights = config.model.options.get("weights", "imagenet")
+        if config.model.name != "backbone":
+            problems.append(f"train.fine_tune: needs model.name: backbone (a pretrained backbone to freeze), not {config.model.name}")
+        elif weights == "none":
+            problems.append("train.fine_tune: a backbone with model.weights: none has nothing to keep frozen; "
+                            "use imagenet or a weights file, or remove train.fine_tune")
+    return problems
+
+
+def _split_problems(config: Config) -> list[str]:
+    """Validation and test subsets: a folder or a fraction, never both, and something left to train on."""
+    problems = []
+    data = config.data
+    if data.val_dir is not None and data.validation_split is not None:
+        problems.append(
+            "data.validation_split: not used when data.val_dir is set; remove one of them (or --set data.validation_split=null)"
+        )
+    if data.test_dir is not None and data.test_split:
+        problems.append("data.test_split: not used when data.test_dir is set; remove one of them")
+    held_out = (data.validation_split or 0) + data.test_split
+    if held_out >= 1:
+        problems.append(f"data.validation_split + data.test_split: {held_out:g} leaves nothing to train on; keep the sum under 1")
+    return problems
+
+
+def _monitor_problems(config: Config) -> list[str]:
+    """Every monitored metric must be one the run records."""
+    monitors = {
+        "callbacks.checkpoint.monitor": config.callbacks.checkpoint.monitor,
+        "callbacks.early_stopping.monitor": config.callbacks.early_stopping.monitor,
+        "callbacks.reduce_lr_on_plateau.monitor": config.callbacks.reduce_lr_on_plateau.monitor,
+    }
+    known = config.metric_names()
+    return [f"{key}: unknown metric {monitor!r}{_suggest(monitor, known, '')}; known: {', '.join(known)}"
+            for key, monitor in monitors.items() if monitor not in known]

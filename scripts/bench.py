@@ -252,7 +252,8 @@ def pipeline_images_per_s(data: Path, size: int) -> tuple[float, float]:
     import math
 
     from imgcls.config import load_config
-    from imgcls.data import make_datasets, plan_data
+    from imgcls.data.pipeline import make_datasets
+    from imgcls.data.plan import plan_data
 
     config = load_config(raw={"data": {"dir": str(data), "image_size": size, "validation_split": 0.1,
                                        "label_mode": "categorical"}})

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgcls.scan import scan_folder
+from imgcls.data.folders import scan_folder
 
 
 def make_folder(root: Path, files: int, classes: int) -> None:

@@ -167,7 +167,7 @@ def test_predict_json_and_csv_with_top_k(cli, trained_run, tiny_data, tmp_path):
 
 def test_predict_matches_the_model_on_the_same_pixels(trained_run, tiny_data):
     """predict and training share load_image: same pixels, same probabilities."""
-    from imgcls.data import load_image
+    from imgcls.data.pipeline import load_image
     from imgcls.predict import predict_files
 
     path = tiny_data / "red" / "003.png"

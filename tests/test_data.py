@@ -10,7 +10,9 @@ from conftest import make_image_folder, noisy_image
 from PIL import Image
 
 from imgcls.config import load_config
-from imgcls.data import choose_cache, class_weights, list_images, load_datasets, load_image, plan_data, split_stratified
+from imgcls.data.folders import scan_folder
+from imgcls.data.pipeline import load_image, make_datasets
+from imgcls.data.plan import choose_cache, class_weights, plan_data, split_stratified
 from imgcls.errors import ImgclsError
 
 
@@ -22,23 +24,23 @@ def test_classes_are_sorted_subfolders_and_images_are_found_recursively(tmp_path
     (tmp_path / "red" / "notes.txt").write_text("not an image")
     (tmp_path / "red" / ".hidden.png").write_bytes(b"")
     (tmp_path / ".git").mkdir()
-    listing = list_images(tmp_path)
-    assert listing.class_names == ["blue", "green", "red"]
-    red = [f for f, label in zip(listing.files, listing.labels) if label == 2]
+    scan = scan_folder(tmp_path)
+    assert scan.class_names == ["blue", "green", "red"]
+    red = [f for f, label in zip(scan.files, scan.labels) if label == 2]
     assert len(red) == 3 and any(f.endswith("deep.JPG") for f in red)
-    assert listing.ignored == 2 and listing.bad == []
+    assert scan.ignored == 2 and scan.bad == []
 
 
 def test_missing_folder_one_class_and_empty_class_are_errors_that_name_the_folder(tmp_path):
     with pytest.raises(ImgclsError, match="data folder not found: .*nowhere"):
-        list_images(tmp_path / "nowhere")
+        scan_folder(tmp_path / "nowhere")
     make_image_folder(tmp_path / "one", classes={"only": (1, 2, 3)}, per_class=2)
     with pytest.raises(ImgclsError, match="only one class folder"):
-        list_images(tmp_path / "one")
+        scan_folder(tmp_path / "one")
     make_image_folder(tmp_path / "two", per_class=2)
     (tmp_path / "two" / "empty").mkdir()
     with pytest.raises(ImgclsError, match=r"two/empty: no usable images"):
-        list_images(tmp_path / "two")
+        scan_folder(tmp_path / "two")
 
 
 def test_split_is_disjoint_complete_and_the_same_for_the_same_seed():
@@ -96,7 +98,7 @@ def test_load_image_gives_uint8_of_the_requested_size_and_channels(tmp_path):
 def test_batches_are_raw_uint8_pixels_with_labels_in_the_label_mode(tiny_data, label_mode, shape, dtype):
     """uint8 all the way to the model: a quarter of float32's memory in the cache and the prefetch buffer."""
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 32, "batch_size": 4, "label_mode": label_mode}})
-    datasets = load_datasets(config)
+    datasets = make_datasets(plan_data(config), config)
     images, labels = next(iter(datasets.train))
     assert images.shape == (4, 32, 32, 3) and images.dtype.name == "uint8"  # rescaling happens inside the model
     assert labels.shape == shape and labels.dtype.name == dtype
@@ -104,7 +106,7 @@ def test_batches_are_raw_uint8_pixels_with_labels_in_the_label_mode(tiny_data, l
 
 def test_training_images_are_reshuffled_every_epoch_validation_keeps_its_order(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "batch_size": 4}, "train": {"epochs": 2}})
-    datasets = load_datasets(config)
+    datasets = make_datasets(plan_data(config), config)
 
     def epoch_order(ds):
         return np.concatenate([np.asarray(x).reshape(len(x), -1).sum(axis=1) for x, _ in ds])
@@ -116,8 +118,6 @@ def test_training_images_are_reshuffled_every_epoch_validation_keeps_its_order(t
 
 
 def test_a_resumed_training_dataset_repeats_the_epoch_order_of_an_uninterrupted_one(tiny_data):
-    from imgcls.data import make_datasets
-
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "batch_size": 4}, "train": {"epochs": 3}})
     plan = plan_data(config)
     whole = [x.numpy().sum() for x, _ in make_datasets(plan, config).train]
@@ -127,8 +127,6 @@ def test_a_resumed_training_dataset_repeats_the_epoch_order_of_an_uninterrupted_
 
 def test_datasets_run_without_the_autotune_thread_that_stalled_the_end_of_training(tiny_data):
     # Deleting fit's training iterator mid-stream waited for that thread's sleep: 15-42 s after the last epoch.
-    from imgcls.data import make_datasets
-
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 32}})
     datasets = make_datasets(plan_data(config), config)
     assert datasets.train.options().autotune.enabled is False  # None is TF's default: on
@@ -137,7 +135,7 @@ def test_datasets_run_without_the_autotune_thread_that_stalled_the_end_of_traini
 
 def test_predict_and_report_images_run_without_the_autotune_thread(tiny_data):
     # Predict on 500 images waited about 4.5 s after its last batch in one call of two.
-    from imgcls.data import images_dataset
+    from imgcls.data.pipeline import images_dataset
 
     files = [str(p) for p in sorted(p for p in tiny_data.rglob("*") if p.is_file())[:2]]
     assert images_dataset(files, (32, 32), 3).batch(2).prefetch(1).options().autotune.enabled is False
@@ -146,7 +144,7 @@ def test_predict_and_report_images_run_without_the_autotune_thread(tiny_data):
 def test_binary_label_mode_needs_two_classes(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "label_mode": "binary"}})
     with pytest.raises(ImgclsError, match="binary needs exactly 2 classes"):
-        load_datasets(config)
+        make_datasets(plan_data(config), config)
 
 
 def test_separate_validation_folder_must_have_the_same_classes(tmp_path):
@@ -154,7 +152,7 @@ def test_separate_validation_folder_must_have_the_same_classes(tmp_path):
     make_image_folder(tmp_path / "val", classes={"red": (1, 1, 1), "blue": (2, 2, 2)}, per_class=1)
     config = load_config(raw={"data": {"dir": str(tmp_path / "train"), "val_dir": str(tmp_path / "val")}})
     with pytest.raises(ImgclsError, match=r"missing class folders \['green'\]"):
-        load_datasets(config)
+        make_datasets(plan_data(config), config)
 
 
 def test_separate_validation_folder_must_not_have_extra_classes(tmp_path):
@@ -170,7 +168,7 @@ def test_separate_validation_folder_must_not_have_extra_classes(tmp_path):
 
 def test_test_split_gives_a_held_out_test_set_that_training_never_sees(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "validation_split": 0.25, "test_split": 0.25}})
-    datasets = load_datasets(config)
+    datasets = make_datasets(plan_data(config), config)
     assert len(datasets.test_files) == 9 and len(datasets.val_files) == 9 and len(datasets.train_files) == 18
     assert set(datasets.test_files).isdisjoint(datasets.train_files + datasets.val_files)
     images, _ = next(iter(datasets.test))
@@ -204,9 +202,9 @@ def test_duplicates_across_train_and_validation_are_kept_only_in_train(tmp_path)
 
 
 def test_cache_auto_uses_memory_under_a_quarter_of_ram_and_disk_above(tmp_path, monkeypatch):
-    from imgcls import data
+    from imgcls.data import plan
 
-    monkeypatch.setattr(data, "total_memory", lambda: 4 * 100 * 32 * 32 * 3)
+    monkeypatch.setattr(plan, "total_memory", lambda: 4 * 100 * 32 * 32 * 3)
     assert choose_cache("auto", 100, (32, 32), 3, tmp_path).mode == "memory"
     disk = choose_cache("auto", 101, (32, 32), 3, tmp_path)
     assert disk.mode == "disk" and disk.estimate_bytes == 101 * 32 * 32 * 3 and disk.folder == tmp_path / "tfdata"
@@ -216,11 +214,11 @@ def test_cache_auto_uses_memory_under_a_quarter_of_ram_and_disk_above(tmp_path, 
 
 def test_disk_cache_is_written_once_and_read_back(tiny_data):
     config = load_config(raw={"data": {"dir": str(tiny_data), "image_size": 8, "cache": "disk"}})
-    datasets = load_datasets(config)
-    first = [x.numpy().sum() for x, _ in datasets.val]
-    cache = datasets.plan.cache.folder
+    plan = plan_data(config)
+    first = [x.numpy().sum() for x, _ in make_datasets(plan, config).val]
+    cache = plan.cache.folder
     assert any(p.name.endswith(".index") for p in cache.iterdir())
-    again = load_datasets(config)
+    again = make_datasets(plan_data(config), config)
     assert [x.numpy().sum() for x, _ in again.val] == first
 
 

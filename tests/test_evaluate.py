@@ -195,7 +195,8 @@ def test_evaluate_another_folder_with_the_same_classes(cli, trained_run, tiny_da
 def test_error_evaluate_a_folder_whose_classes_differ_lists_the_difference(cli, trained_run, tmp_path):
     other = make_image_folder(tmp_path / "other", classes={"red": (200, 40, 40), "blue": (40, 60, 200), "pink": (250, 150, 200)},
                               per_class=2)
-    assert_user_error(cli("evaluate", trained_run, "--data", other), "missing ['green']", "not in the run ['pink']")
+    assert_user_error(cli("evaluate", trained_run, "--data", other), "missing class folders ['green']",
+                      "class folders the training data does not have ['pink']")
 
 
 def test_error_evaluate_test_split_of_a_run_without_one(cli, trained_run):

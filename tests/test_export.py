@@ -148,7 +148,7 @@ def test_tflite_runs_on_tensorflows_own_interpreter_where_litert_is_not_installe
 def test_savedmodel_serves_floats_uint8_and_encoded_images_alike(run, exports, tiny_data):
     import tensorflow as tf
 
-    from imgcls.data import load_image
+    from imgcls.data.pipeline import load_image
 
     files = all_images(tiny_data)[:4]
     pixels = np.stack([load_image(str(f), (32, 32), 3).numpy() for f in files])

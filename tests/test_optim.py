@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from imgcls.config import load_config
-from imgcls.optim import build_loss, build_optimizer, current_learning_rate, resolve_schedule
+from imgcls.models import build_loss
+from imgcls.optim import build_optimizer, current_learning_rate, resolve_schedule
 
 
 def train_config(**train):

@@ -153,7 +153,7 @@ def test_every_export_computes_in_float32_unless_quantized(trained):
 def test_float32_artifacts_agree_with_the_model_as_it_trained(trained, tiny_data):
     """best.keras's weights in the network as training built it (the run's policy) give the same top-1 answers."""
     from imgcls.config import load_config
-    from imgcls.data import load_image
+    from imgcls.data.pipeline import load_image
     from imgcls.models import build_model, half_precision_layers
 
     config = load_config(trained.run / "config.yaml")

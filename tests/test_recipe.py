@@ -10,7 +10,8 @@ import pytest
 
 from conftest import TINY_MODEL
 from imgcls.config import load_config
-from imgcls.data import make_datasets, plan_data
+from imgcls.data.pipeline import make_datasets
+from imgcls.data.plan import plan_data
 from imgcls.errors import ImgclsError
 
 

@@ -10,8 +10,8 @@ from PIL import Image
 from rich.console import Console
 
 from imgcls.config import load_config
-from imgcls.data import plan_data
-from imgcls.report import print_report
+from imgcls.data.plan import plan_data
+from imgcls.data.report import print_report
 
 
 def report_text(plan, **kwargs) -> str:

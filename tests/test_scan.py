@@ -14,15 +14,16 @@ from conftest import (
 )
 from PIL import Image
 
-from imgcls.data import load_image
+from imgcls.data.pipeline import load_image
 from imgcls.errors import ImgclsError
-from imgcls.scan import BACKGROUND, CACHE_DIR_NAME, check_file, readable_paths, scan_folder
+from imgcls.data.folders import scan_folder
+from imgcls.data.scan import BACKGROUND, CACHE_DIR_NAME, check_file, scan_files
 
 
 def loaded(path: Path, size=(8, 8), channels=3) -> np.ndarray:
     """What training sees of one file: the scan's readable path through load_image."""
-    [readable] = readable_paths([path])
-    return load_image(readable, size, channels).numpy()
+    [found], _ = scan_files([path])
+    return load_image(found.readable, size, channels).numpy()
 
 
 # --------------------------------------------------------------------------- bad files
@@ -187,7 +188,7 @@ def test_dropping_empty_classes_still_needs_two_classes(tmp_path):
 
 
 def test_scanning_does_not_import_tensorflow(tiny_data):
-    code = (f"import sys; from imgcls.scan import scan_folder; scan_folder({str(tiny_data)!r});"
+    code = (f"import sys; from imgcls.data.folders import scan_folder; scan_folder({str(tiny_data)!r});"
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

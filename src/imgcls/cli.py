@@ -71,7 +71,7 @@ def train(
 
     command = shlex.join(["imgcls", *sys.argv[1:]])
     if resume:
-        from imgcls.data import plan_data
+        from imgcls.data.plan import plan_data
         from imgcls.resume import check_same_split, prepare_resume
 
         if name is not None:
@@ -124,7 +124,7 @@ def predict(
 ):
     """Predict the class of images with a trained run or an exported model."""
     from imgcls.classifier import Classifier
-    from imgcls.predict import collect_images, predict_files
+    from imgcls.predict import collect_images, predict_images
     from imgcls.runs import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
@@ -132,10 +132,10 @@ def predict(
         raise ImgclsError("give --run or --model, not both")
     chosen_device = parse_device(device)
     run_dir = None if model is not None else resolve_run(run, runs_dir)
-    files = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
+    images = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
     import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
     source = Classifier.from_path(model) if model is not None else run_dir
-    predictions = predict_files(source, files, top_k=top_k)
+    predictions = predict_images(source, images, top_k=top_k)
     if as_json:
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
     else:
@@ -167,8 +167,8 @@ def inspect(
 ):
     """Check a dataset: class counts per subset, bad files, duplicates, formats and sizes, cache estimate, sample grid."""
     from imgcls.config import load_config
-    from imgcls.data import plan_data
-    from imgcls.report import facts, print_report, sample_grid
+    from imgcls.data.plan import plan_data
+    from imgcls.data.report import data_facts, print_report, sample_grid
 
     cfg = load_config(raw={"data": {"dir": str(source)}}, overrides=set_) if source.is_dir() else load_config(source, set_)
     plan = plan_data(cfg)
@@ -177,7 +177,7 @@ def inspect(
         print_report(plan, out.print, details=True)
     sample_grid(plan, cfg.data.image_size, cfg.channels, grid, seed=cfg.data.seed)
     if as_json:
-        out.print_json(json.dumps({**facts(plan), "sample_grid": str(grid)}, ensure_ascii=False))
+        out.print_json(json.dumps({**data_facts(plan), "sample_grid": str(grid)}, ensure_ascii=False))
     else:
         out.print(f"sample grid: {grid}", highlight=False, markup=False)
 

@@ -5,10 +5,12 @@
     evaluate_run(run, data_dir="holdout")  any folder with the run's class folders
 
 The images are the ones training recorded in split.csv, so the numbers are
-reproducible: nothing is re-split. They go through `imgcls.data.make_dataset`
-(the same `load_image` preprocessing and batches as training's validation),
-and the loss is the run's own Keras loss, so the accuracy equals the
-val_accuracy that history.csv recorded for the checkpointed epoch.
+reproducible: nothing is re-split. They go through the one batched
+prediction path (`imgcls.predict.class_probabilities`: the same `load_image`
+preprocessing as training, one pass, nothing cached), and the loss is the
+run's own Keras loss, so the accuracy equals the val_accuracy that
+history.csv recorded for the checkpointed epoch (for a run trained in
+float32; see `imgcls.models.inference_model`).
 
 The metric functions at the top are plain NumPy on arrays of labels and
 probabilities; everything printed or drawn comes from `classification_report`.
@@ -138,8 +140,11 @@ def artifact_name(name: str, tag: str) -> str:
 
 
 def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, list[str], list[str], np.ndarray]:
-    """The files, what TensorFlow reads for each (see scan.py), and labels of one subset of the run's split.csv."""
-    from imgcls.scan import readable_paths
+    """The files, what TensorFlow reads for each, and labels of one subset of the run's split.csv.
+
+    The files are checked in their data folder's scan cache, which training filled: no image is decoded twice.
+    """
+    from imgcls.data.scan import scan_files
 
     rows = runs.subset_images(run, split)
     if not rows:
@@ -157,24 +162,21 @@ def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, 
     if missing:
         raise ImgclsError(f"{len(missing)} of the {len(files)} {split} images in split.csv are missing "
                           f"(first: {missing[0]}); restore the data folder, or evaluate another folder with --data DIR")
+    scanned, _ = scan_files(files, root)
+    bad = [found for found in scanned if not found.is_image]
+    if bad:
+        raise ImgclsError(f"{bad[0].path}: {bad[0].problem} (one of {len(bad)} unusable {split} images in split.csv); "
+                          "restore it, or evaluate another folder with --data DIR")
     labels = np.asarray([index[name] for _, name in rows], dtype=np.int64)
-    return root, files, readable_paths([Path(f) for f in files]), labels
+    return root, files, [found.readable for found in scanned], labels
 
 
 def _folder_images(data_dir: Path, class_names: list[str]) -> tuple[Path, list[str], list[str], np.ndarray]:
     """The usable images of a folder-per-class tree that has exactly the run's classes (bad files are skipped)."""
-    from imgcls.data import list_images
+    from imgcls.data.folders import scan_folder
 
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise ImgclsError(f"--data {root}: folder not found (give a folder with one sub-folder per class)")
-    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    missing, extra = sorted(set(class_names) - found), sorted(found - set(class_names))
-    if missing or extra:
-        raise ImgclsError(f"{root}: its class folders differ from the run's {len(class_names)} classes: "
-                          f"missing {missing}, not in the run {extra}; evaluate a folder with exactly the run's classes")
-    listing = list_images(root, class_names)
-    return root, listing.files, listing.readable, listing.labels
+    scan = scan_folder(Path(data_dir), class_names, key="--data")
+    return Path(data_dir), scan.files, scan.readable, scan.labels
 
 
 # --------------------------------------------------------------------------- evaluating a run
@@ -182,9 +184,11 @@ def _folder_images(data_dir: Path, class_names: list[str]) -> tuple[Path, list[s
 
 def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the run's best.keras; write eval.json and the plots into the run; return eval.json's content."""
+    from imgcls.classifier import Classifier
     from imgcls.config import load_config
-    from imgcls.optim import build_loss
-    from imgcls.predict import as_class_probabilities, load_model
+    from imgcls.data.pipeline import encode_labels, image_batches
+    from imgcls.models import build_loss
+    from imgcls.predict import as_class_probabilities, class_probabilities
 
     run = runs.resolve_run(run)
     config = load_config(run / runs.CONFIG)
@@ -195,7 +199,9 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
     else:
         root, files, readable, labels = _split_images(run, split, class_names)
         tag = "" if split == "val" else f"_{split}"
-    outputs, targets = _predict(load_model(run), readable, labels, config, len(class_names))
+    classifier = Classifier.from_run(run)
+    outputs = class_probabilities(classifier, readable)  # one pass, nothing cached
+    targets = encode_labels(labels, config.data.label_mode, len(class_names))
     probs = as_class_probabilities(outputs)
 
     report = classification_report(labels, probs, class_names, default_top_k(len(class_names), config.evaluate.top_k))
@@ -209,22 +215,10 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
                                 "predicted": class_names[int(probs[i].argmax())], "confidence": float(probs[i].max())}
                                for i in worst]
     result["files"] = {key: artifact_name(base, tag) for key, base in ARTIFACTS.items()}
-    _draw(run, result, [_pixels(readable[i], config) for i in worst])
+    worst_images = list(image_batches([readable[i] for i in worst], classifier.image_size, classifier.channels))
+    _draw(run, result, list(np.concatenate(worst_images)) if worst_images else [])
     write_json(run / result["files"]["eval"], result)
     return result
-
-
-def _predict(model, files: list[str], labels: np.ndarray, config, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs and encoded targets, batch by batch, through training's validation pipeline."""
-    from imgcls.data import make_dataset
-
-    # One pass: caching would only hold every decoded image in memory for nothing.
-    one_pass = config.model_copy(update={"data": config.data.model_copy(update={"cache": False})})
-    outputs, targets = [], []
-    for images, encoded in make_dataset(files, labels, one_pass, num_classes, training=False):
-        outputs.append(np.asarray(model.predict_on_batch(images)))
-        targets.append(encoded.numpy())
-    return np.concatenate(outputs), np.concatenate(targets)
 
 
 def _checkpoint(run: Path, config) -> dict[str, Any]:
@@ -233,13 +227,6 @@ def _checkpoint(run: Path, config) -> dict[str, Any]:
     return {"file": runs.MODEL, "epoch": int(best["epoch"]) if "epoch" in best else None,
             "monitor": config.callbacks.checkpoint.monitor,
             "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss")}
-
-
-def _pixels(path: str, config) -> np.ndarray:
-    """What the model saw: `load_image` output, uint8."""
-    from imgcls.data import load_image
-
-    return load_image(path, config.data.image_size, config.channels).numpy()
 
 
 def _draw(run: Path, result: dict[str, Any], worst_images: list[np.ndarray]) -> None:

@@ -106,7 +106,7 @@ def _write_savedmodel(source: Classifier, folder: Path, quantize: str, represent
     tf = import_tensorflow()
     import keras
 
-    from imgcls.data import decode_image
+    from imgcls.data.pipeline import decode_image
 
     model, (height, width), channels = source.model, source.image_size, source.channels
 
@@ -161,41 +161,42 @@ WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _wr
 # --------------------------------------------------------------------------- images from the run's split
 
 
-def _readable_sample(rows: list[tuple[Path, str]], n: int) -> list[tuple[Path, str]]:
-    """Up to n readable images from rows, in a seeded random order so every class is likely present.
+def _readable_sample(run: Path, subset: str, n: int) -> list[tuple[str, str]]:
+    """Up to n usable images of a subset of split.csv as (what TensorFlow reads, class), in a seeded random order
+    so every class is likely present. Files are checked once each, in their data folder's scan cache."""
+    from imgcls.data.scan import scan_files
 
-    Each path is what TensorFlow reads: the scan's converted copy where training used one.
-    """
-    from imgcls.scan import check_image, readable_paths
-
-    sample = []
-    for i in np.random.default_rng(0).permutation(len(rows)):
-        path, label = rows[i]
-        if path.is_file() and check_image(path) is None:
-            sample.append((path, label))
-            if len(sample) == n:
-                break
-    return [(Path(p), label) for p, (_, label) in zip(readable_paths([p for p, _ in sample]), sample)]
+    rows = runs.subset_images(run, subset)
+    if not rows:
+        return []
+    root = runs.subset_root(run, subset)
+    shuffled = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    sample: list[tuple[str, str]] = []
+    for start in range(0, len(shuffled), n):  # chunks: a large training split is not checked beyond need
+        chunk = shuffled[start:start + n]
+        scanned, _ = scan_files([path for path, _ in chunk], root)
+        sample += [(found.readable, label) for found, (_, label) in zip(scanned, chunk) if found.is_image]
+        if len(sample) >= n:
+            break
+    return sample[:n]
 
 
 def _calibration_images(run: Path, source: Classifier):
     """int8's representative dataset: a generator of single float32 training images."""
-    rows = runs.subset_images(run, "train")
-    sample = _readable_sample(rows, REPRESENTATIVE_IMAGES)
+    from imgcls.data.pipeline import image_batches
+
+    sample = _readable_sample(run, "train", REPRESENTATIVE_IMAGES)
     if not sample:
+        rows = runs.subset_images(run, "train")
         where = (f"none of the {len(rows)} training images in {run / runs.SPLIT} can be read (first: {rows[0][0]})"
                  if rows else f"{run} has no {runs.SPLIT}")
         raise ImgclsError(f"--quantize int8 calibrates on training images, but {where}; "
                           "restore the data folder, or use --quantize dynamic")
-    tf = import_tensorflow()
-
-    from imgcls.data import images_dataset
-
-    images = images_dataset([str(path) for path, _ in sample], source.image_size, source.channels).batch(1)
+    readable = [path for path, _ in sample]
 
     def representative():
-        for image in images:
-            yield [tf.cast(image, tf.float32)]
+        for image in image_batches(readable, source.image_size, source.channels, batch_size=1):
+            yield [image.astype(np.float32)]
 
     return representative
 
@@ -208,20 +209,20 @@ def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -
     from imgcls.predict import as_class_probabilities, class_probabilities
 
     subset = "val"
-    sample = _readable_sample(runs.subset_images(run, subset), VERIFY_IMAGES)
+    sample = _readable_sample(run, subset, VERIFY_IMAGES)
     if not sample:
         subset = "train"
-        sample = _readable_sample(runs.subset_images(run, subset), VERIFY_IMAGES)
+        sample = _readable_sample(run, subset, VERIFY_IMAGES)
     if not sample:
         return {"skipped": f"no readable images listed in {run / runs.SPLIT}; the export was not checked"}
-    files = [path for path, _ in sample]
-    expected = as_class_probabilities(class_probabilities(source, files))
-    got = as_class_probabilities(class_probabilities(exported, files))
+    readable = [path for path, _ in sample]
+    expected = as_class_probabilities(class_probabilities(source, readable))
+    got = as_class_probabilities(class_probabilities(exported, readable))
     index = {name: i for i, name in enumerate(source.class_names)}
     truth = np.array([index.get(label, -1) for _, label in sample])
     agreement = float(np.mean(expected.argmax(1) == got.argmax(1)))
     report = {
-        "images": len(files),
+        "images": len(readable),
         "subset": subset,
         "top1_agreement": round(agreement, 4),
         "max_probability_difference": round(float(np.abs(expected - got).max()), 6),
@@ -232,7 +233,7 @@ def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -
     }
     report["passed"] = quantize == "int8" or agreement >= MIN_AGREEMENT
     if not report["passed"]:
-        raise ImgclsError(f"the exported model agrees with best.keras on only {agreement:.1%} of {len(files)} {subset} images "
+        raise ImgclsError(f"the exported model agrees with best.keras on only {agreement:.1%} of {len(readable)} {subset} images "
                           f"(needs {MIN_AGREEMENT:.0%}; largest probability difference {report['max_probability_difference']}); "
                           "nothing was written; try --quantize none or --format savedmodel")
     return report

@@ -90,18 +90,6 @@ def current_learning_rate(optimizer) -> float:
     return float(optimizer.learning_rate.numpy() if hasattr(optimizer.learning_rate, "numpy") else optimizer.learning_rate)
 
 
-def build_loss(config: Config) -> keras.losses.Loss:
-    """The loss for `config.loss`; the model ends in softmax/sigmoid, so never from_logits."""
-    import keras
-
-    smoothing = config.train.label_smoothing
-    if config.loss == "binary_crossentropy":
-        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
-    if config.loss == "categorical_crossentropy":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
-    return keras.losses.SparseCategoricalCrossentropy()
-
-
 def build_metrics(config: Config, num_classes: int) -> list:
     """Metric objects named exactly as the config names them (so history columns match)."""
     import keras

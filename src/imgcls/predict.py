@@ -1,9 +1,9 @@
 """Predict: class probabilities for image files, from a run or an exported model.
 
-Files are checked and, when TensorFlow needs it, converted by the same scan
-as training data (imgcls.scan); then they go through `imgcls.data.load_image`
-(the training preprocessing, not a copy), in batches via tf.data, with one
-model load per call. The model is a `Classifier`, so a run's best.keras, a
+Files are checked once and, when TensorFlow needs it, converted by the same
+scan as training data (imgcls.data.scan); then they go through
+`imgcls.data.pipeline.load_image` (the training preprocessing, not a copy), in
+batches, with one model load per call. The model is a `Classifier`, so a run's best.keras, a
 SavedModel and a TFLite file all take the same path.
 """
 
@@ -16,10 +16,9 @@ from typing import Callable
 import numpy as np
 
 from imgcls.classifier import Classifier, best_model_path, load_keras
-from imgcls.data import images_dataset
+from imgcls.data.pipeline import image_batches
+from imgcls.data.scan import ScannedFile, scan_files
 from imgcls.errors import ImgclsError
-from imgcls.runtime import import_tensorflow
-from imgcls.scan import check_loose_files, readable_paths
 
 
 @dataclass
@@ -33,8 +32,8 @@ class Prediction:
         return {"path": self.path, "label": self.label, "confidence": self.confidence, "top_k": self.top_k}
 
 
-def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[Path]:
-    """Image files named by `paths`, decided by content: files as given, folders searched recursively.
+def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[ScannedFile]:
+    """The image files `paths` names, each checked once by content: files as given, folders searched recursively.
 
     A named file that is not a readable image is an error; in a folder, files
     that are not images (and hidden ones) are ignored and bad images are
@@ -49,21 +48,21 @@ def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None)
             candidates.append((path, None))
         else:
             raise ImgclsError(f"{path}: no such file or folder")
-    checks, _ = check_loose_files([file for file, _ in candidates])
-    files, found_in = [], set()
-    for (file, folder), check in zip(candidates, checks):
-        if check.kind == "image":
-            files.append(file)
+    scanned, _ = scan_files([file for file, _ in candidates])
+    images, found_in = [], set()
+    for (file, folder), found in zip(candidates, scanned):
+        if found.is_image:
+            images.append(found)
             found_in.add(folder)
         elif folder is None:
-            reason = "not an image file (imgcls reads JPEG, PNG, BMP, GIF, WebP and TIFF)" if check.kind == "other" else check.reason
+            reason = "not an image file (imgcls reads JPEG, PNG, BMP, GIF, WebP and TIFF)" if found.check.kind == "other" else found.problem
             raise ImgclsError(f"{file}: {reason}; remove it or pass other files")
-        elif check.kind == "bad" and warn is not None:
-            warn(f"skipped {file}: {check.reason}")
+        elif found.check.kind == "bad" and warn is not None:
+            warn(f"skipped {file}: {found.problem}")
     for path in map(Path, paths):
         if path.is_dir() and path not in found_in:
             raise ImgclsError(f"{path}: no images in this folder")
-    return files
+    return images
 
 
 def load_model(run: Path):
@@ -71,24 +70,27 @@ def load_model(run: Path):
     return load_keras(best_model_path(run))
 
 
-def predict_files(source: Path | Classifier, files: list[Path], top_k: int = 1, batch_size: int = 32) -> list[Prediction]:
-    """Predictions for `files` from a run folder or an opened `Classifier` (e.g. an exported model)."""
+def predict_files(source: Path | Classifier, paths: list[Path], top_k: int = 1) -> list[Prediction]:
+    """Predictions for image files and folders (see `collect_images`) with a run folder or an opened `Classifier`."""
+    return predict_images(source, collect_images(paths), top_k)
+
+
+def predict_images(source: Path | Classifier, images: list[ScannedFile], top_k: int = 1) -> list[Prediction]:
+    """Predictions for images `collect_images` found, with a run folder or an opened `Classifier` (e.g. an export)."""
     classifier = source if isinstance(source, Classifier) else Classifier.from_run(source)
-    return to_predictions(files, class_probabilities(classifier, files, batch_size), classifier.class_names, top_k)
+    probabilities = class_probabilities(classifier, [image.readable for image in images])
+    return to_predictions([image.path for image in images], probabilities, classifier.class_names, top_k)
 
 
-def class_probabilities(classifier: Classifier, files: list[Path], batch_size: int = 32) -> np.ndarray:
-    """The classifier's outputs for `files`, prepared by load_image, in batches.
+def class_probabilities(classifier: Classifier, readable: list[str], batch_size: int = 32) -> np.ndarray:
+    """The classifier's outputs for checked image files (their `readable` paths), batch by batch.
 
-    32 a batch: on a 2-core CPU the forward pass ran 5-10% faster than at 64
-    (the celebrity CNN's activations at 224 px fit the caches better).
+    The one batched prediction path: predict, evaluate and export's check all
+    come here. 32 a batch: measured faster than 64 on a 2-core CPU
+    (docs/benchmarks.md).
     """
-    tf = import_tensorflow()
-
-    # The scan's conversion: a WebP, EXIF-rotated or transparent image reaches the model as in training.
-    ds = images_dataset(readable_paths(files), classifier.image_size, classifier.channels)
-    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    return np.concatenate([classifier.predict_batch(batch.numpy()) for batch in ds])
+    batches = image_batches(readable, classifier.image_size, classifier.channels, batch_size)
+    return np.concatenate([classifier.predict_batch(batch) for batch in batches])
 
 
 def as_class_probabilities(probs: np.ndarray) -> np.ndarray:

@@ -38,8 +38,8 @@ from imgcls import checkpoints, runs
 from imgcls.errors import ImgclsError
 from imgcls.files import write_csv, write_json, write_yaml
 from imgcls.config import Config, TrainConfig, monitor_mode
-from imgcls.data import DataPlan, plan_data
-from imgcls.report import print_report, write_skipped
+from imgcls.data.plan import DataPlan, plan_data
+from imgcls.data.report import print_report, write_skipped
 from imgcls.runtime import import_tensorflow, setup_runtime
 
 
@@ -63,7 +63,7 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
     info = setup_runtime(config.runtime, distribute=True)
     import keras
 
-    from imgcls.data import make_datasets
+    from imgcls.data.pipeline import make_datasets
     from imgcls.models import build_model
 
     log(f"{info}")
@@ -112,7 +112,7 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
 
 def _train_in(run, config, model, datasets, plan, info, log, command, resume, first_epoch, steps_per_epoch, keras, phases):
     """Fit `model` (phase by phase) with `run` as the run folder, then write metrics.json, history.png and the evaluation."""
-    from imgcls.data import make_datasets
+    from imgcls.data.pipeline import make_datasets
 
     n_train = len(datasets.train_files)
     if info.is_chief:
@@ -338,7 +338,8 @@ def _phase_of(phases: list[Phase], epochs_done: int) -> int:
 def _prepare_phase(model, phase: Phase, config: Config, num_classes: int, info, steps_per_epoch: int) -> None:
     """Freeze what the phase keeps fixed and compile with the phase's optimizer (Keras needs a new compile after either)."""
     from imgcls.models.backbone import set_backbone_trainable
-    from imgcls.optim import build_loss, build_metrics, build_optimizer
+    from imgcls.models import build_loss
+    from imgcls.optim import build_metrics, build_optimizer
 
     if config.train.fine_tune is not None:
         set_backbone_trainable(model, phase.trainable)

@@ -7,7 +7,7 @@ raw 0-255 pixels in (so a saved model needs no outside preprocessing),
 `Rescaling(1/255)` (unless the builder was registered with `rescale=False`
 and normalises the pixels itself, as the pretrained backbones do), the
 builder's features, and a float32 output layer (softmax, or one sigmoid
-unit for label_mode binary) that matches the loss.
+unit for label_mode binary) that matches the loss `build_loss` gives.
 
 `inference_model` is the same network as every artifact holds it (best.keras,
 each export, what predict and evaluate run): float32, without the optimizer.
@@ -27,11 +27,23 @@ if TYPE_CHECKING:
 
     from imgcls.config import Config
 
-__all__ = ["MODELS", "build_model", "inference_model", "register_model", "output_units"]
+__all__ = ["MODELS", "build_loss", "build_model", "inference_model", "register_model", "output_units"]
 
 
 def output_units(label_mode: str, num_classes: int) -> int:
     return 1 if label_mode == "binary" else num_classes
+
+
+def build_loss(config: Config) -> keras.losses.Loss:
+    """The loss for `config.loss`; the model ends in softmax/sigmoid, so never from_logits."""
+    import keras
+
+    smoothing = config.train.label_smoothing
+    if config.loss == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    if config.loss == "categorical_crossentropy":
+        return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
 
 
 def build_model(config: Config, num_classes: int) -> keras.Model:

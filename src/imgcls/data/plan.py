@@ -1,25 +1,15 @@
-"""Data: scanned folders, the seeded split, duplicates, the cache choice, and the tf.data pipeline.
+"""The data plan: what a run trains, validates and tests on, decided before TensorFlow starts.
 
-    data/<class_name>/**/<image>      classes are the sub-folder names, sorted
+    plan_data(config)    scan every folder (imgcls.data.folders), split once with a seed so train,
+                         val and test never overlap, leave out files duplicated across subsets,
+                         weigh the classes and choose the cache -> DataPlan
 
-The flow is: `plan_data` (scan every folder with imgcls.scan, split once with a
-seed so train, val and test never overlap, leave out files duplicated across
-subsets, choose the cache) -> `make_datasets`, which decodes each file once
-with `load_image`, caches the resized pixels as uint8, reshuffles every image
-every epoch, batches and prefetches.
-
-`load_image` is *the* preprocessing: `imgcls predict` calls the same function,
-so a model never sees pixels prepared differently from training. Rescaling to
-[0, 1] lives inside the model, so the model takes raw 0-255 pixels. It only
-ever reads files that the scan has checked, or converted for it.
-
-TensorFlow is imported inside the functions that need it, so scanning, splitting
-and planning stay usable (and testable) without paying for it.
+No TensorFlow here: data problems show at once. `imgcls.data.pipeline` turns
+a plan into tf.data datasets.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imgcls.data.folders import FolderScan, scan_folder
+from imgcls.data.scan import cache_folder
 from imgcls.errors import ImgclsError
-from imgcls.runtime import import_tensorflow
-from imgcls.scan import FolderScan, cache_folder, scan_folder
 
 if TYPE_CHECKING:
-    import tensorflow as tf
-
     from imgcls.config import Config
 
 SUBSETS = ("train", "val", "test")
@@ -279,177 +267,3 @@ def class_weights(setting: str | dict[str, float] | None, class_names: list[str]
     if unknown:
         raise ImgclsError(f"train.class_weight: unknown class(es) {unknown}; the classes are {class_names}")
     return {i: float(setting.get(name, 1.0)) for i, name in enumerate(class_names)}
-
-
-# --------------------------------------------------------------------------- tf.data
-
-
-def load_image(path: tf.Tensor, image_size: tuple[int, int], channels: int) -> tf.Tensor:
-    """Read, decode and resize one image file to uint8 [h, w, channels].
-
-    The one preprocessing function: training and `imgcls predict` both use it.
-    """
-    tf = import_tensorflow()
-
-    return decode_image(tf.io.read_file(path), image_size, channels)
-
-
-def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int) -> tf.Tensor:
-    """`load_image` after the file is read: encoded bytes to uint8 [h, w, channels].
-
-    Separate so an exported SavedModel can take encoded JPEG/PNG bytes and
-    prepare them exactly as training did.
-    """
-    tf = import_tensorflow()
-
-    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
-    image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def images_dataset(files: list[str], image_size: tuple[int, int], channels: int) -> tf.data.Dataset:
-    """Decoded uint8 images of `files`, in order, decoded in parallel."""
-    tf = import_tensorflow()
-
-    return tf.data.Dataset.from_tensor_slices(files).map(
-        lambda path: load_image(path, image_size, channels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    ).with_options(_without_autotune_thread(tf))
-
-
-def _encode_labels(labels: np.ndarray, label_mode: str, num_classes: int):
-    if label_mode == "categorical":
-        return np.eye(num_classes, dtype=np.float32)[labels]
-    if label_mode == "binary":
-        return labels.astype(np.float32)[:, None]
-    return labels.astype(np.int32)
-
-
-def make_dataset(files: list[str], labels: np.ndarray, config: Config, num_classes: int, training: bool,
-                 cache: str = "memory", first_epoch: int = 0, batch_size: int | None = None) -> tf.data.Dataset:
-    """Batches of (uint8 0-255 images, labels in the form `label_mode` asks for).
-
-    `files` are what TF reads (the scan's `readable` paths). `cache` is
-    "memory", "none" or a file name prefix for a disk cache. Order matters:
-    cache the decoded uint8 images (a quarter of float32's memory), *then*
-    shuffle single images (a new order of images, not just of batches, every
-    epoch), then batch, augment (training only, `data.augment`) and prefetch. Batches stay uint8: the model casts them
-    inside the train step, so the batches prefetch buffers are small too
-    (casting here made AUTOTUNE buffer float32 copies: +1 GB at 224x224).
-
-    A training dataset holds epochs `first_epoch` .. `train.epochs - 1` back to
-    back (fit it with steps_per_epoch), each shuffled with a seed derived from
-    the epoch number: a resumed run sees exactly the order an uninterrupted
-    run would have seen, which TF's own reshuffling (a counter inside the
-    process) cannot give. `batch_size` is the global batch (default
-    data.batch_size); a distribution strategy splits it among the replicas.
-    """
-    tf = import_tensorflow()
-
-    from imgcls.augment import make_augmenter
-
-    data = config.data
-    batch_size = batch_size or data.batch_size
-    images = images_dataset(files, data.image_size, config.channels)
-    ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(_encode_labels(labels, data.label_mode, num_classes)))
-    if cache == "memory":
-        ds = ds.cache()
-    elif cache != "none":
-        # A run stopped while filling the cache leaves a lock file that would make TF refuse to start.
-        for pattern in ("_*.lockfile", "_*.tempstate*"):
-            for stale in Path(cache).parent.glob(Path(cache).name + pattern):
-                stale.unlink(missing_ok=True)
-        ds = ds.cache(cache)
-    if training:
-        buffer, seed = data.shuffle_buffer or len(files), config.runtime.seed
-        one_pass = ds
-        ds = tf.data.Dataset.range(first_epoch, config.total_epochs).flat_map(
-            lambda epoch: one_pass.shuffle(buffer, seed=seed + epoch * 7919, reshuffle_each_iteration=False)
-            .batch(batch_size))
-    else:
-        ds = ds.batch(batch_size)
-    augment = make_augmenter(config) if training else None
-    if augment is not None:  # training batches only, after the cache: new variants every epoch
-        ds = ds.map(lambda x, y: augment(tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_without_autotune_thread(tf))
-
-
-def _without_autotune_thread(tf):
-    """tf.data options without the autotuning model's background thread.
-
-    Its optimisation loop sleeps for up to a minute between passes and is not
-    woken when an iterator is deleted mid-stream, which is how `fit` with
-    steps_per_epoch leaves the training iterator: the last epoch was followed
-    by 15-42 s of idle waiting (TF 2.21, measured), and `imgcls predict` on 500
-    images waited about 4.5 s at the end of one call in two. Options reach
-    every dataset built on this one, but not through `flat_map`, so
-    `make_dataset` sets them again on its result. Parallel maps still use one
-    call per CPU core and prefetch still grows its buffer as needed.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
-def _disk_cache_name(plan: DataPlan, subset: str, config: Config) -> str:
-    """A cache file per subset and content: a changed image, size or colour mode never reads a stale cache."""
-    part = plan.subsets[subset]
-    key = hashlib.sha1("\n".join([str(config.data.image_size), str(config.channels), *part.readable, *part.hashes])
-                       .encode()).hexdigest()[:16]
-    plan.cache.folder.mkdir(parents=True, exist_ok=True)
-    return str(plan.cache.folder / f"{subset}-{key}")
-
-
-@dataclass
-class Datasets:
-    train: tf.data.Dataset
-    val: tf.data.Dataset
-    class_names: list[str]
-    train_files: list[str]
-    val_files: list[str]
-    train_labels: np.ndarray
-    val_labels: np.ndarray
-    test: tf.data.Dataset | None = None  # held out: never seen by training or checkpoint selection
-    test_files: list[str] = field(default_factory=list)
-    test_labels: np.ndarray | None = None
-    plan: DataPlan | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def make_datasets(plan: DataPlan, config: Config, first_epoch: int = 0, replicas: int = 1) -> Datasets:
-    """The tf.data pipelines of a plan: train and val cached as `plan.cache` says, test never cached.
-
-    `train` holds the epochs from `first_epoch` (0-based) to the last; see
-    `make_dataset`. Batches are global: data.batch_size x `replicas`.
-    """
-    n = plan.num_classes
-
-    def build(subset: str, training: bool) -> tf.data.Dataset:
-        part = plan.subsets[subset]
-        cache = plan.cache.mode if subset != "test" else "none"
-        if cache == "disk":
-            cache = _disk_cache_name(plan, subset, config)
-        return make_dataset(part.readable, part.labels, config, n, training=training, cache=cache, first_epoch=first_epoch,
-                            batch_size=config.data.batch_size * replicas)
-
-    train, val, test = plan.subsets["train"], plan.subsets["val"], plan.subsets.get("test")
-    return Datasets(
-        train=build("train", training=True),
-        val=build("val", training=False),
-        class_names=plan.class_names,
-        train_files=train.files,
-        val_files=val.files,
-        train_labels=train.labels,
-        val_labels=val.labels,
-        test=build("test", training=False) if test is not None and len(test) else None,
-        test_files=test.files if test is not None else [],
-        test_labels=test.labels if test is not None else None,
-        plan=plan,
-    )
-
-
-def load_datasets(config: Config) -> Datasets:
-    """Scan, split and wrap the data that `config.data` describes."""
-    return make_datasets(plan_data(config), config)

@@ -7,10 +7,10 @@ what is wrong with it. The scan asks Pillow once per file and keeps the answer:
 
     check_file     one file -> FileCheck: an image (format, mode, size, content
                    hash), a bad file (the reason), or not an image (ignored)
-    scan_folder    data/<class>/**/* -> FolderScan: the usable images with their
-                   labels, the bad files with reasons, the ignored files counted
-    check_loose_files / readable_paths
-                   the same check and conversion for `imgcls predict`'s files
+    scan_files     files -> their FileChecks and what TensorFlow reads for each, from
+                   the cache where size and mtime match, the rest checked in parallel
+    imgcls.data.folders.scan_folder
+                   data/<class>/**/* -> FolderScan, through scan_files
 
 TensorFlow reads these files as they are: JPEG in RGB or grey (baseline or
 progressive) without EXIF rotation; PNG without transparency (8 or 16 bit RGB,
@@ -80,14 +80,6 @@ class FileCheck:
 
 
 # --------------------------------------------------------------------------- one file
-
-
-def check_image(path: Path) -> str | None:
-    """None if `path` decodes completely as an image, else a short reason."""
-    check = check_file(Path(path))
-    if check.kind == "other":
-        return "not an image"
-    return check.reason or None
 
 
 def check_file(path: Path, converted_dir: Path | None = None) -> FileCheck:
@@ -294,7 +286,7 @@ class ScanCache:
                 path.unlink(missing_ok=True)
 
 
-def check_files(paths: list[str], keys: list[str], cache: ScanCache, what: str = "files") -> tuple[list[FileCheck], int]:
+def _check_files(paths: list[str], keys: list[str], cache: ScanCache, what: str = "files") -> tuple[list[FileCheck], int]:
     """A FileCheck per path (from the cache when size and mtime match, else checked in parallel), and the cache hits."""
     checks: list[FileCheck | None] = [None] * len(paths)
     todo: list[tuple[int, os.stat_result]] = []
@@ -336,155 +328,38 @@ def _progress(total: int, what: str):
         yield lambda: progress.advance(task)
 
 
-# --------------------------------------------------------------------------- a folder of classes
-
-
 @dataclass
-class FolderScan:
-    """The usable images of a folder-per-class tree, and what was left out of it."""
+class ScannedFile:
+    """One file as the scan found it: its check, and what TensorFlow reads for it (the file or its converted PNG)."""
 
-    root: Path
-    class_names: list[str]
-    files: list[str]  # usable images (original paths), class by class, sorted
-    labels: np.ndarray  # int, index into class_names
-    readable: list[str]  # per file, what TensorFlow reads: the file itself or its converted PNG
-    checks: list[FileCheck]  # per file: format, mode, size, content hash
-    bad: list[tuple[str, str]] = field(default_factory=list)  # (path relative to root, reason)
-    ignored: int = 0  # hidden files and files that are not images
-    dropped_classes: list[str] = field(default_factory=list)  # empty, dropped by allow_empty_classes
-    scanned: int = 0  # files looked at
-    cached: int = 0  # of which answered by the cache
-    seconds: float = 0.0
+    path: str
+    check: FileCheck
+    readable: str
+
+    @property
+    def is_image(self) -> bool:
+        return self.check.kind == "image"
+
+    @property
+    def problem(self) -> str:
+        """Why this file cannot be used: a bad file's reason, or 'not an image'."""
+        return self.check.reason or ("not an image" if self.check.kind == "other" else "")
 
 
-def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: str = "skip",
-                allow_empty_classes: bool = False, ignore_classes: list[str] = (), key: str = "data.dir") -> FolderScan:
-    """Check every file of `root/<class>/**`; `class_names` forces the classes (a validation or test folder).
+def scan_files(paths: list, root: Path | None = None, prune: bool = False) -> tuple[list[ScannedFile], int]:
+    """Every file checked once (the cache answers where size and mtime match), and how many the cache answered.
 
-    Raises ImgclsError for a missing folder, fewer than 2 classes, a class without
-    usable images (unless `allow_empty_classes`), and any bad file when
-    `on_bad_image` is "error".
+    `root`: the data folder the files are in; they are keyed by their path
+    relative to it in its own cache, the one `scan_folder` fills. Without it
+    (files given to `imgcls predict`) the user cache is keyed by absolute path.
+    `prune`: the files are all of `root`'s, so entries of vanished files go.
     """
-    start = time.perf_counter()
-    root = Path(root)
-    names = _class_folders(root, class_names, ignore_classes, key)
+    paths = [str(p) for p in paths]
     cache = ScanCache(cache_folder(root))
-    keys, labels, ignored = [], [], 0
-    for index, name in enumerate(names):
-        found, hidden = _walk(root, name)
-        keys += found
-        labels += [index] * len(found)
-        ignored += hidden
-    paths = [os.path.join(root, key) for key in keys]  # plain strings: pathlib is slow for 100,000 files
-    checks, cached = check_files(paths, keys, cache, what=f"{len(paths):,} files in {root}")
-    cache.save(keep=set(keys))
-
-    scan = FolderScan(root, names, [], np.zeros(0, np.int64), [], [], scanned=len(paths), cached=cached)
-    kept_labels = []
-    for path, key, label, check in zip(paths, keys, labels, checks):
-        if check.kind == "image":
-            scan.files.append(path)
-            scan.readable.append(cache.readable_path(path, check))
-            scan.checks.append(check)
-            kept_labels.append(label)
-        elif check.kind == "bad":
-            scan.bad.append((key, check.reason))
-        else:
-            scan.ignored += 1
-    scan.ignored += ignored
-    scan.labels = np.asarray(kept_labels, dtype=np.int64)
-    if scan.bad and on_bad_image == "error":
-        raise ImgclsError(f"{root}: {len(scan.bad)} bad image file(s): {describe_bad(scan.bad)}; fix or remove them, "
-                          "or set data.on_bad_image: skip to leave them out")
-    if class_names is None:
-        _drop_empty_classes(scan, allow_empty_classes)
-    scan.seconds = time.perf_counter() - start
-    return scan
-
-
-def describe_bad(bad: list[tuple[str, str]], limit: int = 3) -> str:
-    """'a.jpg (truncated), b.png (empty file) and 5 more' for one-line messages."""
-    shown = ", ".join(f"{path} ({reason})" for path, reason in bad[:limit])
-    return shown + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
-
-
-def _class_folders(root: Path, class_names: list[str] | None, ignore: list[str], key: str) -> list[str]:
-    if not root.is_dir():
-        raise ImgclsError(
-            f"data folder not found: {root} (set {key} to a folder with one sub-folder per class; "
-            f"relative paths start from {Path.cwd()})"
-        )
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if class_names is None:
-        if len(found) < 2:
-            what = f"only one class folder ({found[0]})" if found else "no class sub-folders"
-            raise ImgclsError(f"{root}: {what}; a classifier needs at least 2 (put each class's images in data/<class_name>/)")
-        return found
-    missing = sorted(set(class_names) - set(found))
-    extra = sorted(set(found) - set(class_names) - set(ignore))
-    if missing or extra:
-        what = "; ".join(([f"missing class folders {missing}"] if missing else []) +
-                         ([f"class folders the training data does not have {extra}"] if extra else []))
-        raise ImgclsError(f"{root}: {what}; it must have the same classes as the training data")
-    return list(class_names)
-
-
-def _walk(root: Path, class_name: str) -> tuple[list[str], int]:
-    """Paths ("class/sub/file", sorted) of every file under root/class_name, and how many hidden files were skipped.
-
-    Hidden files and folders are skipped; folder links are not followed.
-    """
-    files, hidden = [], 0
-    for parent, dirs, names in os.walk(os.path.join(root, class_name)):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        prefix = Path(os.path.relpath(parent, root)).as_posix()
-        for name in names:
-            if name.startswith("."):
-                hidden += 1
-            else:
-                files.append(f"{prefix}/{name}")
-    return sorted(files), hidden
-
-
-def _drop_empty_classes(scan: FolderScan, allow: bool) -> None:
-    counts = np.bincount(scan.labels, minlength=len(scan.class_names))
-    empty = [name for name, n in zip(scan.class_names, counts) if n == 0]
-    if empty and not allow:
-        name = empty[0]
-        bad = sum(1 for path, _ in scan.bad if path.split("/", 1)[0] == name)
-        why = f" ({bad} bad file(s) skipped)" if bad else ""
-        more = f" (and {len(empty) - 1} more empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""
-        raise ImgclsError(f"{scan.root / name}: no usable images in this class folder{why}{more}; add images, "
-                          "remove the folder, or set data.allow_empty_classes: true to drop it")
-    if not empty:
-        return
-    keep = [i for i, n in enumerate(counts) if n > 0]
-    if len(keep) < 2:
-        raise ImgclsError(f"{scan.root}: only {len(keep)} class(es) with usable images; a classifier needs at least 2")
-    new_index = {old: new for new, old in enumerate(keep)}
-    scan.labels = np.asarray([new_index[label] for label in scan.labels], dtype=np.int64)
-    scan.dropped_classes = empty
-    scan.class_names = [scan.class_names[i] for i in keep]
-
-
-# --------------------------------------------------------------------------- loose files (predict)
-
-
-def check_loose_files(files: list[Path]) -> tuple[list[FileCheck], ScanCache]:
-    """FileChecks of files outside any data folder, cached in the user cache folder by absolute path."""
-    cache = ScanCache(cache_folder(None))
-    paths = [str(f) for f in files]
-    checks, _ = check_files(paths, [str(Path(p).resolve()) for p in paths], cache, what=f"{len(paths):,} files")
-    cache.save()
-    return checks, cache
-
-
-def readable_paths(files: list[Path]) -> list[str]:
-    """Per image file, the path TensorFlow should read (converted when needed); a bad file is an ImgclsError."""
-    checks, cache = check_loose_files(files)
-    readable = []
-    for file, check in zip(files, checks):
-        if check.kind != "image":
-            raise ImgclsError(f"{file}: {check.reason or 'not an image'}; remove it or pass other files")
-        readable.append(cache.readable_path(file, check))
-    return readable
+    if root is None:
+        keys = [str(Path(p).resolve()) for p in paths]
+    else:
+        keys = [Path(os.path.relpath(p, root)).as_posix() for p in paths]
+    checks, cached = _check_files(paths, keys, cache, what=f"{len(paths):,} files" + (f" in {root}" if root else ""))
+    cache.save(keep=set(keys) if prune else None)
+    return [ScannedFile(p, c, cache.readable_path(p, c)) for p, c in zip(paths, checks)], cached

@@ -2,7 +2,7 @@
 
 `imgcls train` prints `print_report` before the first step (and writes the
 full list of bad files to skipped_files.txt); `imgcls inspect` prints the same
-report, or `facts` as JSON, and draws `sample_grid`: up to 5x10 images as the
+report, or `data_facts` as JSON, and draws `sample_grid`: up to 5x10 images as the
 model will see them (through `load_image`), each titled with its class.
 """
 
@@ -15,15 +15,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from imgcls.data import DataPlan
+from imgcls.data.plan import DataPlan
 from imgcls.files import atomic_file, write_text
-from imgcls.scan import SHOW_BAD
+from imgcls.data.scan import SHOW_BAD
 
 IMBALANCE_RATIO = 0.1  # a class with under a tenth of the largest class's training images gets a warning
 GRID_ROWS, GRID_COLUMNS = 5, 10
 
 
-def facts(plan: DataPlan) -> dict[str, Any]:
+def data_facts(plan: DataPlan) -> dict[str, Any]:
     """Every fact the report shows, as plain JSON-able values."""
     checks = [check for scan in plan.scans for check in scan.checks]
     counts = plan.counts()
@@ -73,7 +73,7 @@ def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None 
     """
     from rich.text import Text
 
-    info = facts(plan)
+    info = data_facts(plan)
     log(Text(_scan_line(plan, info)))
     bad = plan.bad_files()
     if bad:
@@ -162,18 +162,15 @@ def write_skipped(plan: DataPlan, path: Path) -> None:
 
 def sample_grid(plan: DataPlan, image_size: tuple[int, int], channels: int, out: Path, seed: int = 0) -> Path:
     """Up to 5x10 images, classes taken in turn, each titled with its class, as the model sees them."""
-    from imgcls.runtime import import_tensorflow
-
-    import_tensorflow()
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
 
-    from imgcls.data import images_dataset
+    from imgcls.data.pipeline import image_batches
 
     readable, labels = _pick_samples(plan, GRID_ROWS * GRID_COLUMNS, seed)
-    images = np.concatenate([batch.numpy() for batch in images_dataset(readable, image_size, channels).batch(64)])
+    images = np.concatenate(list(image_batches(readable, image_size, channels, batch_size=64)))
     rows = -(-len(images) // GRID_COLUMNS)
     fig = plt.figure(figsize=(20, 2 * rows + 0.5))
     for i, (image, label) in enumerate(zip(images, labels)):

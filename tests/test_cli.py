@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import MESSY_BAD, make_image_folder, make_messy_folder, write_config
 
-from imgcls import files, runs
+from imgcls import files
+from imgcls.run import layout
 
 RUN_FILES = ["config.yaml", "classes.json", "split.csv", "best.keras", "history.csv", "history.png", "metrics.json"]
 
@@ -42,7 +43,7 @@ def test_history_has_one_row_per_epoch_with_the_learning_rate(trained_run):
 def test_resolved_config_records_versions_and_can_be_trained_again(trained_run):
     from imgcls.config import load_config
 
-    resolved = runs.read_config(trained_run)
+    resolved = layout.read_config(trained_run)
     assert resolved["imgcls"]["tensorflow"] and resolved["imgcls"]["version"]
     assert resolved["model"]["filters"] == [8, 16] and resolved["model"]["kernel_size"] == 3
     assert load_config(trained_run / "config.yaml").model.name == "simple_cnn"
@@ -66,10 +67,10 @@ def test_overrides_and_categorical_labels_with_a_schedule(cli, tmp_path, tiny_co
                  "--set", "data.label_mode=categorical", "--set", "train.schedule={name: exponential_decay, decay_epochs: 1}")
     assert result.exit_code == 0, result.output
     run = (tmp_path / "latest").resolve()
-    config = runs.read_config(run)
+    config = layout.read_config(run)
     assert config["train"]["epochs"] == 1 and config["data"]["label_mode"] == "categorical"
     assert config["imgcls"]["learning_rate_schedule"]["decay_steps"] == 4  # 27 images / batch 8
-    assert len(runs.read_history(run)) == 1
+    assert len(layout.read_history(run)) == 1
 
 
 def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
@@ -121,7 +122,7 @@ def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_pa
     assert result.exit_code == 130
     run = (tmp_path / "latest").resolve()
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
-    assert len(runs.read_history(run)) == 2
+    assert len(layout.read_history(run)) == 2
     assert (run / "best.keras").is_file() and (run / "history.png").is_file()
     assert not (run / "eval.json").exists()  # evaluation is skipped after Ctrl-C
 
@@ -175,7 +176,7 @@ def test_predict_matches_the_model_on_the_same_pixels(trained_run, tiny_data):
     model = keras.saving.load_model(trained_run / "best.keras")
     pixels = load_image(str(path), (32, 32), 3).numpy().astype("float32")[None]
     probs = model.predict(pixels, verbose=0)[0]
-    classes = runs.read_classes(trained_run)
+    classes = layout.read_classes(trained_run)
     assert prediction.label == classes[int(np.argmax(probs))]
     assert prediction.confidence == pytest.approx(float(probs.max()), abs=1e-5)
 

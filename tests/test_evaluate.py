@@ -11,7 +11,8 @@ import pytest
 from conftest import make_image_folder
 from test_cli import assert_user_error
 
-from imgcls import files, runs
+from imgcls import files
+from imgcls.run import layout
 from imgcls.evaluate import (
     averages,
     classification_report,
@@ -155,7 +156,7 @@ def test_evaluate_reports_the_checkpoint_not_the_last_epoch(cli, tmp_path, tiny_
                  "--set", "evaluate.after_training=false")
     assert result.exit_code == 0, result.output
     run = (tmp_path / "latest").resolve()
-    history = runs.read_history(run)
+    history = layout.read_history(run)
     metrics = json.loads((run / "metrics.json").read_text())
     best = history[metrics["best_epoch"] - 1]
     assert best["val_loss"] == max(r["val_loss"] for r in history)
@@ -210,7 +211,7 @@ def test_error_evaluate_split_and_data_together(cli, trained_run, tiny_data):
 def _copy_with_test_rows(trained_run: Path, tmp_path: Path, per_class: int = 2) -> Path:
     """A copy of the run whose split.csv also has test rows (as a run trained with a test split has)."""
     run = shutil.copytree(trained_run, tmp_path / trained_run.name)
-    rows = runs.read_split(run)
+    rows = layout.read_split(run)
     taken: dict[str, int] = {}
     for row in rows:
         if row["subset"] == "train" and taken.get(row["class"], 0) < per_class:
@@ -241,14 +242,14 @@ def test_training_also_evaluates_the_test_split_when_there_is_one(trained_run, t
 
 def test_error_evaluate_when_split_images_are_gone_names_them(cli, trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / trained_run.name)
-    rows = runs.read_split(run) + [{"path": "red/ghost.png", "class": "red", "subset": "val"}]
+    rows = layout.read_split(run) + [{"path": "red/ghost.png", "class": "red", "subset": "val"}]
     files.write_csv(run / "split.csv", rows)
     assert_user_error(cli("evaluate", run), "1 of the 10 val images in split.csv are missing", "red/ghost.png")
 
 
 def test_evaluate_reads_the_recorded_split_instead_of_splitting_again(cli, trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / trained_run.name)
-    rows = runs.read_split(run)
+    rows = layout.read_split(run)
     for row in rows:
         row["subset"] = "val" if row["class"] == "red" and row["subset"] == "val" else "train"
     files.write_csv(run / "split.csv", rows)
@@ -258,7 +259,7 @@ def test_evaluate_reads_the_recorded_split_instead_of_splitting_again(cli, train
 
 def test_top_k_comes_from_the_run_config(cli, trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / trained_run.name)
-    config = runs.read_config(run)
+    config = layout.read_config(run)
     config["evaluate"] = {**config.get("evaluate", {}), "top_k": 2}
     files.write_yaml(run / "config.yaml", config)
     report = json.loads(cli("evaluate", run, "--json").stdout)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_cli import assert_user_error
 
-from imgcls import runs
+from imgcls.run import layout
 
 EXPORTS = [("keras", "none"), ("savedmodel", "none"), ("tflite", "none"),
            ("tflite", "float16"), ("tflite", "dynamic"), ("tflite", "int8")]
@@ -60,7 +60,7 @@ def test_export_writes_the_model_labels_and_a_description(run, exports, fmt, qua
     folder = export_folder(run, fmt, quantize)
     assert exports[fmt, quantize].stdout.strip() == str(folder)
     assert (folder / MODEL_IN[fmt]).exists()
-    classes = runs.read_classes(run)
+    classes = layout.read_classes(run)
     assert (folder / "labels.txt").read_text().splitlines() == classes
     info = json.loads((folder / "export.json").read_text())
     assert info["format"] == fmt and info["quantize"] == quantize and info["classes"] == classes
@@ -217,7 +217,7 @@ def run_without_its_data(run: Path, tmp_path: Path) -> Path:
     """A copy of the run whose data folder is gone, as on another machine."""
     moved = tmp_path / "run-elsewhere"
     shutil.copytree(run, moved, ignore=shutil.ignore_patterns("export"))
-    config = runs.read_config(moved)
+    config = layout.read_config(moved)
     config["data"]["dir"] = config["imgcls"]["data_dir"] = str(tmp_path / "deleted-data")
     (moved / "config.yaml").write_text(yaml.safe_dump(config))
     return moved

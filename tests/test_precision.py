@@ -21,7 +21,8 @@ from conftest import write_config
 from test_export import EXPORTS, IDS, MODEL_IN, export_folder
 from test_resume import patched_callbacks, train
 
-from imgcls import files, runs
+from imgcls import files
+from imgcls.run import layout
 
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
 
@@ -66,7 +67,7 @@ def test_the_run_trains_and_resumes_in_its_precision_and_records_it(trained):
     assert trained.stopped.exit_code == 130 and trained.resumed.exit_code == 0, trained.resumed.output
     assert f"precision {trained.policy}" in trained.resumed.stderr
     assert "resuming after epoch 1 of 3 (optimizer step 4)" in trained.resumed.stderr  # 27 images, batches of 8
-    assert runs.read_config(trained.run)["imgcls"]["precision"] == trained.policy
+    assert layout.read_config(trained.run)["imgcls"]["precision"] == trained.policy
     metrics = files.read_json(trained.run / "metrics.json")
     assert metrics["precision"] == trained.policy and metrics["status"] == "finished" and metrics["epochs_run"] == 3
 
@@ -159,7 +160,7 @@ def test_float32_artifacts_agree_with_the_model_as_it_trained(trained, tiny_data
     config = load_config(trained.run / "config.yaml")
     keras.mixed_precision.set_global_policy(trained.policy)
     try:
-        as_trained = build_model(config, len(runs.read_classes(trained.run)))
+        as_trained = build_model(config, len(layout.read_classes(trained.run)))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert bool(half_precision_layers(as_trained)) == (trained.policy != "float32")
@@ -174,12 +175,12 @@ def test_float32_artifacts_agree_with_the_model_as_it_trained(trained, tiny_data
 
 
 def test_predict_and_evaluate_answer_alike(trained, tiny_data):
-    val = [path for path, _ in runs.subset_images(trained.run, "val")]
+    val = [path for path, _ in layout.subset_images(trained.run, "val")]
     labels = predicted_labels(trained.run, val)
     result = imgcls("evaluate", trained.run, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    truth = [name for _, name in runs.subset_images(trained.run, "val")]
+    truth = [name for _, name in layout.subset_images(trained.run, "val")]
     assert report["images"] == len(val) == 9
     assert report["accuracy"] == pytest.approx(np.mean(np.array(labels) == np.array(truth)))
 
@@ -243,7 +244,7 @@ def test_a_run_trained_with_xla_exports_to_tflite(tmp_path, tiny_data):
     assert result.exit_code == 0, result.output
     assert "precision float32, XLA" in result.stderr
     run = (tmp_path / "runs" / "latest").resolve()
-    assert runs.read_config(run)["imgcls"]["jit_compile"] is True
+    assert layout.read_config(run)["imgcls"]["jit_compile"] is True
     exported = imgcls("export", run, "--format", "tflite")
     assert exported.exit_code == 0, exported.output
     assert json.loads((export_folder(run, "tflite", "none") / "export.json").read_text())["verification"]["passed"]

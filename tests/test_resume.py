@@ -13,7 +13,8 @@ import pytest
 import yaml
 from conftest import write_config
 
-from imgcls import files, runs, training
+from imgcls import files, training
+from imgcls.run import layout
 
 DETERMINISTIC = {"deterministic": True, "device": "cpu"}
 
@@ -52,7 +53,7 @@ def patched_callbacks(monkeypatch, stop_after_epoch=None, how=KeyboardInterrupt,
 
 
 def without_seconds(run):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_history(run)]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in layout.read_history(run)]
 
 
 def train(*args):
@@ -105,7 +106,7 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(interrupted_and_resumed):
     for a, b in zip(interrupted_and_resumed["resumed_weights"], interrupted_and_resumed["whole_weights"], strict=True):
         np.testing.assert_array_equal(a, b)
     assert not (run / "backup").exists()  # finished: nothing left to resume
-    assert len(runs.read_config(run)["imgcls"]["resumed"]) == 1
+    assert len(layout.read_config(run)["imgcls"]["resumed"]) == 1
 
 
 def test_resuming_a_finished_run_says_so_and_trains_nothing(cli, interrupted_and_resumed):
@@ -124,7 +125,7 @@ def test_resuming_with_a_changed_config_is_refused_unless_forced(cli, interrupte
     assert files.read_json(copy / "metrics.json")["status"] == "interrupted"  # untouched
     forced = cli("train", "--resume", copy, "--set", "train.learning_rate=0.0005", "--force")
     assert forced.exit_code == 0, forced.output
-    assert runs.read_config(copy)["train"]["learning_rate"] == 0.0005 and files.read_json(copy / "metrics.json")["epochs_run"] == 4
+    assert layout.read_config(copy)["train"]["learning_rate"] == 0.0005 and files.read_json(copy / "metrics.json")["epochs_run"] == 4
 
 
 def test_sigterm_mid_epoch_abandons_it_says_so_and_exits_143(cli, tmp_path, tiny_config, monkeypatch):
@@ -217,7 +218,7 @@ def two_phase_runs(tmp_path_factory, tiny_data, mobilenet_weights):
 def assert_same_run(resumed, whole):
     """History (learning rates included), best epoch, phases and final weights of `resumed` are those of `whole`."""
     run = resumed["run"]
-    assert [int(row["epoch"]) for row in runs.read_history(run)] == [1, 2, 3, 4]
+    assert [int(row["epoch"]) for row in layout.read_history(run)] == [1, 2, 3, 4]
     assert without_seconds(run) == without_seconds(whole["run"])
     metrics, expected = files.read_json(run / "metrics.json"), files.read_json(whole["run"] / "metrics.json")
     assert metrics["status"] == "finished"
@@ -291,7 +292,7 @@ def test_a_full_runs_folder_is_refused_before_training(cli, tmp_path, tiny_confi
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(layout.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     result = cli("train", tiny_config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "MiB free, but the checkpoints need about" in result.stderr
     assert not any((tmp_path / "runs").iterdir())  # no run folder, latest untouched
@@ -310,7 +311,7 @@ def test_two_deterministic_cpu_runs_give_identical_histories(cli, tmp_path, tiny
 
 
 def test_the_run_records_package_versions_and_the_command(trained_run):
-    recorded = runs.read_config(trained_run)["imgcls"]
+    recorded = layout.read_config(trained_run)["imgcls"]
     assert set(recorded["packages"]) >= {"tensorflow", "keras", "numpy", "pillow", "pydantic"}
     assert recorded["command"].startswith("imgcls ")
     assert recorded["data_git"] is None  # the test images are not in a git repository
@@ -383,8 +384,8 @@ def test_two_workers_train_one_run_together_and_only_the_chief_writes_it(tmp_pat
     assert all("global batch 16 = 8 per replica x 2 replicas" in out for out in outputs)
     [run] = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
     assert files.read_json(run / "metrics.json")["status"] == "finished"
-    assert runs.read_config(run)["imgcls"]["distribute"] == {"strategy": "multi_worker", "replicas": 2, "global_batch_size": 16}
-    assert len(runs.read_history(run)) == 1
+    assert layout.read_config(run)["imgcls"]["distribute"] == {"strategy": "multi_worker", "replicas": 2, "global_batch_size": 16}
+    assert len(layout.read_history(run)) == 1
 
 
 def test_global_batch_and_linear_learning_rate_scaling_follow_the_replicas():
@@ -418,7 +419,7 @@ def test_multi_worker_needs_tf_config_and_worker_0_is_the_chief(monkeypatch):
 def test_resume_finds_the_data_folder_from_another_working_folder(trained_run, tmp_path):
     import yaml
 
-    from imgcls.resume import prepare_resume
+    from imgcls.run.resume import prepare_resume
 
     run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
     (run / "metrics.json").unlink()

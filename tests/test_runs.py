@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from imgcls import files, runs
+from imgcls import files
+from imgcls.run import layout, status
 
 
 def _copy(trained_run, tmp_path):
@@ -45,23 +46,23 @@ def test_runs_in_an_empty_folder_says_how_to_make_one(cli, tmp_path):
 def test_a_run_without_metrics_is_running_while_its_process_lives_and_failed_after(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path)
     (run / "metrics.json").unlink()
-    runs.record_process(run)  # this test process: alive
-    assert runs.run_status(run) == "running"
+    layout.record_process(run)  # this test process: alive
+    assert status.run_status(run) == "running"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     process = files.read_json(run / "process.json")
     files.write_json(run / "process.json", {**process, "pid": gone.pid})
-    assert runs.run_status(run) == "failed"
+    assert status.run_status(run) == "failed"
     files.write_json(run / "process.json", {**process, "host": "another-machine"})
-    assert runs.run_status(run) == "unknown"
+    assert status.run_status(run) == "unknown"
 
 
 def test_a_run_without_metrics_still_reports_its_best_epoch_from_history(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path)
-    expected = runs.best_epoch(run)
+    expected = status.best_epoch(run)
     (run / "metrics.json").unlink()
     (run / "process.json").unlink()
-    described = runs.describe_run(run)
+    described = status.describe_run(run)
     assert described["status"] == "failed" and described["best_epoch"] == int(expected["epoch"])
     assert described["best_val_accuracy"] == pytest.approx(expected["val_accuracy"])
     assert described["epochs_run"] == 2 and described["wall_time_s"] > 0
@@ -82,10 +83,10 @@ def test_history_plot_has_a_learning_rate_panel_and_marks_the_best_epoch(trained
     try:
         accuracy, loss, learning_rate = fig.axes
         assert learning_rate.get_title() == "Learning rate"
-        history = runs.read_history(trained_run)
+        history = layout.read_history(trained_run)
         [lr_line] = [line for line in learning_rate.get_lines() if line.get_label() == "learning rate"]
         assert list(lr_line.get_ydata()) == [row["lr"] for row in history]
-        best = runs.best_epoch(trained_run)
+        best = status.best_epoch(trained_run)
         [star] = [line for line in accuracy.get_lines() if line.get_label().startswith("best epoch")]
         assert list(star.get_xdata()) == [best["epoch"]] and list(star.get_ydata()) == [best["val_accuracy"]]
     finally:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import keras
 import pytest
 
-from imgcls import runs
+from imgcls.run import layout
 from imgcls.config import RuntimeConfig
 from imgcls.errors import ImgclsError
 from imgcls.runtime import setup_runtime
@@ -108,17 +108,17 @@ def test_latest_falls_back_to_a_pointer_file_where_symlinks_are_impossible(tmp_p
         raise OSError("symlinks not supported")
 
     monkeypatch.setattr(Path, "symlink_to", no_symlinks)
-    run = runs.create_run(tmp_path, "demo")
-    (run / runs.CONFIG).write_text("data: {dir: x}\n")
-    latest = tmp_path / runs.LATEST
+    run = layout.create_run(tmp_path, "demo")
+    (run / layout.CONFIG).write_text("data: {dir: x}\n")
+    latest = tmp_path / layout.LATEST
     assert latest.is_file() and not latest.is_symlink()
-    assert runs.resolve_run(None, tmp_path) == run.resolve()
+    assert layout.resolve_run(None, tmp_path) == run.resolve()
 
 
 def test_each_run_gets_its_own_folder_even_within_the_same_second(tmp_path):
-    first, second = runs.create_run(tmp_path, "demo"), runs.create_run(tmp_path, "demo")
+    first, second = layout.create_run(tmp_path, "demo"), layout.create_run(tmp_path, "demo")
     assert first != second
-    assert (tmp_path / runs.LATEST).resolve() == second.resolve()
+    assert (tmp_path / layout.LATEST).resolve() == second.resolve()
 
 
 def test_thread_pools_keep_tensorflows_defaults_unless_configured():

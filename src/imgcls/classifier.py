@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from imgcls import runs
+from imgcls.run import layout
 from imgcls.errors import ImgclsError, first_line
 
 LABELS = "labels.txt"
@@ -42,7 +42,7 @@ class Classifier:
 
     @classmethod
     def from_run(cls, run: Path) -> Classifier:
-        return _keras_classifier(best_model_path(run), runs.read_classes(run))
+        return _keras_classifier(best_model_path(run), layout.read_classes(run))
 
     @classmethod
     def from_path(cls, path: Path) -> Classifier:
@@ -59,9 +59,9 @@ class Classifier:
 
 
 def best_model_path(run: Path) -> Path:
-    path = Path(run) / runs.MODEL
+    path = Path(run) / layout.MODEL
     if not path.is_file():
-        raise ImgclsError(f"{run}: no {runs.MODEL} (the run did not finish an epoch); train again or pick another run")
+        raise ImgclsError(f"{run}: no {layout.MODEL} (the run did not finish an epoch); train again or pick another run")
     return path
 
 
@@ -72,8 +72,8 @@ def read_labels(folder: Path) -> list[str]:
         return [line for line in (folder / LABELS).read_text(encoding="utf-8").splitlines() if line]
     if (folder / EXPORT_INFO).is_file():
         return list(json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))["classes"])
-    if (folder / runs.CLASSES).is_file():
-        return runs.read_classes(folder)
+    if (folder / layout.CLASSES).is_file():
+        return layout.read_classes(folder)
     raise ImgclsError(f"{folder}: no {LABELS} beside the model; export with `imgcls export`, "
                       "or write the class names there, one a line, in output order")
 

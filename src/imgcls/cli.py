@@ -67,12 +67,12 @@ def train(
     force: bool = typer.Option(False, "--force", help="With --resume: continue even though --set or the data folder changed."),
 ):
     """Train a model; writes runs/<name>-<time>/ and points runs/latest at it. Ctrl-C exits 130, SIGTERM 143."""
-    from imgcls.runs import check_room, check_run_name, create_run
+    from imgcls.run.layout import check_room, check_run_name, create_run
 
     command = shlex.join(["imgcls", *sys.argv[1:]])
     if resume:
         from imgcls.data.plan import plan_data
-        from imgcls.resume import check_same_split, prepare_resume
+        from imgcls.run.resume import check_same_split, prepare_resume
 
         if name is not None:
             raise ImgclsError("--name names a new run; --resume continues an existing one: give one of them")
@@ -125,7 +125,7 @@ def predict(
     """Predict the class of images with a trained run or an exported model."""
     from imgcls.classifier import Classifier
     from imgcls.predict import collect_images, predict_images
-    from imgcls.runs import resolve_run
+    from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
     if run is not None and model is not None:
@@ -195,7 +195,7 @@ def export(
 ):
     """Export a run's best model (float32 whatever it trained in) with its labels, checked against best.keras."""
     from imgcls.export import check_request
-    from imgcls.runs import resolve_run
+    from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
     check_request(format_, quantize)
@@ -237,7 +237,7 @@ def plot(
 ):
     """Plot accuracy, loss and learning rate per epoch of one or more runs, best epoch marked."""
     from imgcls.plots import plot_history
-    from imgcls.runs import HISTORY_PNG, read_history, resolve_run
+    from imgcls.run.layout import HISTORY_PNG, read_history, resolve_run
 
     resolved = [resolve_run(r, runs_dir) for r in (run_dirs or [None])]
     for run in resolved:
@@ -262,7 +262,7 @@ def evaluate(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Accuracy, top-k, loss and per-class precision/recall/F1 of a run's best.keras; confusion matrix and mistakes as PNGs."""
-    from imgcls.runs import resolve_run
+    from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
     if data is not None and split is not None:
@@ -295,7 +295,8 @@ def runs_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of the table."),
 ):
     """List runs: name, date, model, epochs, best val accuracy, wall time, status."""
-    from imgcls.runs import describe_run, list_runs
+    from imgcls.run.layout import list_runs
+    from imgcls.run.status import describe_run
 
     described = [describe_run(run) for run in list_runs(runs_dir)]
     if as_json:

@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from imgcls import runs
+from imgcls.run import layout
+from imgcls.run.status import best_epoch
 from imgcls.errors import ImgclsError
 from imgcls.files import write_json
 
@@ -129,8 +130,8 @@ def classification_report(y_true, probs: np.ndarray, class_names: list[str], top
 # --------------------------------------------------------------------------- which images
 
 
-ARTIFACTS = {"eval": runs.EVAL, "confusion_matrix": runs.CONFUSION_PNG,
-             "confusion_matrix_normalized": runs.CONFUSION_NORMALIZED_PNG, "misclassified": runs.MISCLASSIFIED_PNG}
+ARTIFACTS = {"eval": layout.EVAL, "confusion_matrix": layout.CONFUSION_PNG,
+             "confusion_matrix_normalized": layout.CONFUSION_NORMALIZED_PNG, "misclassified": layout.MISCLASSIFIED_PNG}
 
 
 def artifact_name(name: str, tag: str) -> str:
@@ -146,13 +147,13 @@ def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, 
     """
     from imgcls.data.scan import scan_files
 
-    rows = runs.subset_images(run, split)
+    rows = layout.subset_images(run, split)
     if not rows:
         if split == "test":
             raise ImgclsError(f"{run}: split.csv has no test images (the run was trained without a test split); "
                               "evaluate --split val, or another folder with --data DIR")
         raise ImgclsError(f"{run}: split.csv has no {split} images")
-    root = runs.subset_root(run, split)
+    root = layout.subset_root(run, split)
     index = {name: i for i, name in enumerate(class_names)}
     unknown = sorted({name for _, name in rows} - set(index))
     if unknown:
@@ -190,9 +191,9 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
     from imgcls.models import build_loss
     from imgcls.predict import as_class_probabilities, class_probabilities
 
-    run = runs.resolve_run(run)
-    config = load_config(run / runs.CONFIG)
-    class_names = runs.read_classes(run)
+    run = layout.resolve_run(run)
+    config = load_config(run / layout.CONFIG)
+    class_names = layout.read_classes(run)
     if data_dir is not None:
         root, files, readable, labels = _folder_images(data_dir, class_names)
         tag = "_data-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_dir).resolve().name) or "folder")
@@ -223,8 +224,8 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
 
 def _checkpoint(run: Path, config) -> dict[str, Any]:
     """Which epoch best.keras holds, and what training measured for it."""
-    best = runs.best_epoch(run) or {}
-    return {"file": runs.MODEL, "epoch": int(best["epoch"]) if "epoch" in best else None,
+    best = best_epoch(run) or {}
+    return {"file": layout.MODEL, "epoch": int(best["epoch"]) if "epoch" in best else None,
             "monitor": config.callbacks.checkpoint.monitor,
             "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss")}
 
@@ -282,12 +283,12 @@ def evaluate_after_training(config, run: Path, status: str, log: Callable[[str],
     Skipped after Ctrl-C (the user wants out). Training's own artifacts are
     already written, so an evaluation problem is reported, not raised.
     """
-    if not config.evaluate.after_training or not (Path(run) / runs.MODEL).is_file():
+    if not config.evaluate.after_training or not (Path(run) / layout.MODEL).is_file():
         return
     if status == "interrupted":
         log(f"evaluation skipped; run it with: imgcls evaluate {run}")
         return
-    subsets = {row["subset"] for row in runs.read_split(run)}
+    subsets = {row["subset"] for row in layout.read_split(run)}
     for split in [s for s in ("val", "test") if s in subsets]:
         try:
             log(summary_line(evaluate_run(run, split=split)))

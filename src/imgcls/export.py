@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 import imgcls
-from imgcls import runs
+from imgcls.run import layout
 from imgcls.classifier import EXPORT_INFO, LABELS, Classifier
 from imgcls.errors import ImgclsError, did_you_mean, first_line
 from imgcls.files import atomic_folder, write_json, write_text
@@ -65,7 +65,7 @@ def _did_you_mean(word: str, choices) -> str:
 
 
 def default_target(run: Path, fmt: str, quantize: str) -> Path:
-    return Path(run) / runs.EXPORT / (fmt if quantize == "none" else f"{fmt}-{quantize}")
+    return Path(run) / layout.EXPORT / (fmt if quantize == "none" else f"{fmt}-{quantize}")
 
 
 def export_run(run: Path, fmt: str, quantize: str = "none", out: Path | None = None,
@@ -166,10 +166,10 @@ def _readable_sample(run: Path, subset: str, n: int) -> list[tuple[str, str]]:
     so every class is likely present. Files are checked once each, in their data folder's scan cache."""
     from imgcls.data.scan import scan_files
 
-    rows = runs.subset_images(run, subset)
+    rows = layout.subset_images(run, subset)
     if not rows:
         return []
-    root = runs.subset_root(run, subset)
+    root = layout.subset_root(run, subset)
     shuffled = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
     sample: list[tuple[str, str]] = []
     for start in range(0, len(shuffled), n):  # chunks: a large training split is not checked beyond need
@@ -187,9 +187,9 @@ def _calibration_images(run: Path, source: Classifier):
 
     sample = _readable_sample(run, "train", REPRESENTATIVE_IMAGES)
     if not sample:
-        rows = runs.subset_images(run, "train")
-        where = (f"none of the {len(rows)} training images in {run / runs.SPLIT} can be read (first: {rows[0][0]})"
-                 if rows else f"{run} has no {runs.SPLIT}")
+        rows = layout.subset_images(run, "train")
+        where = (f"none of the {len(rows)} training images in {run / layout.SPLIT} can be read (first: {rows[0][0]})"
+                 if rows else f"{run} has no {layout.SPLIT}")
         raise ImgclsError(f"--quantize int8 calibrates on training images, but {where}; "
                           "restore the data folder, or use --quantize dynamic")
     readable = [path for path, _ in sample]
@@ -214,7 +214,7 @@ def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -
         subset = "train"
         sample = _readable_sample(run, subset, VERIFY_IMAGES)
     if not sample:
-        return {"skipped": f"no readable images listed in {run / runs.SPLIT}; the export was not checked"}
+        return {"skipped": f"no readable images listed in {run / layout.SPLIT}; the export was not checked"}
     readable = [path for path, _ in sample]
     expected = as_class_probabilities(class_probabilities(source, readable))
     got = as_class_probabilities(class_probabilities(exported, readable))
@@ -246,7 +246,7 @@ def _describe(run, source, exported, fmt, quantize, model_path, folder, verifica
     tf = import_tensorflow()
     import keras
 
-    config = runs.read_config(run)
+    config = layout.read_config(run)
     (height, width), channels = source.image_size, source.channels
     input_dtype, input_quantization = "float32", None
     if exported.kind == "tflite":
@@ -272,7 +272,7 @@ def _describe(run, source, exported, fmt, quantize, model_path, folder, verifica
         "precision": {"trained": config.get("imgcls", {}).get("precision"), "computes": COMPUTES[quantize]},
         "classes": classes,
         "source_run": str(Path(run).resolve()),
-        "source_model": runs.MODEL,
+        "source_model": layout.MODEL,
         "versions": {"imgcls": imgcls.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
         "created": datetime.now().isoformat(timespec="seconds"),
         "size_bytes": _model_size(folder),

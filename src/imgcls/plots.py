@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgcls import runs
+from imgcls.run import layout
+from imgcls.run.status import best_epoch
 from imgcls.files import atomic_file
 
 
@@ -67,11 +68,11 @@ def history_figure(run_dirs: list[Path]):
     several = len(run_dirs) > 1
     learning_rates, run_handles = [], []
     for i, run in enumerate(run_dirs):
-        history = runs.read_history(run)
+        history = layout.read_history(run)
         colour = colours[i % len(colours)]
         epochs = [row["epoch"] for row in history]
         marker = "." if len(epochs) < 30 else None
-        best = runs.best_epoch(run)
+        best = best_epoch(run)
         for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
             for prefix, style, what in (("", "-", "training"), ("val_", "--", "validation")):
                 values = [row.get(prefix + key) for row in history]

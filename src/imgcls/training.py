@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import imgcls
-from imgcls import checkpoints, runs
+from imgcls import checkpoints
+from imgcls.run import layout
+from imgcls.run.status import best_row
 from imgcls.errors import ImgclsError
 from imgcls.files import write_csv, write_json, write_yaml
 from imgcls.config import Config, TrainConfig, monitor_mode
@@ -59,7 +61,7 @@ def train(config: Config, make_run: Callable[[int], Path], log: Callable | None 
     log = log or Console(stderr=True, soft_wrap=True, markup=False).print
     plan = plan or plan_data(config)
     # The data report comes before TensorFlow's slow start, so data surprises show at once.
-    print_report(plan, log, skipped_file=f"{runs.SKIPPED} in the run folder")
+    print_report(plan, log, skipped_file=f"{layout.SKIPPED} in the run folder")
     info = setup_runtime(config.runtime, distribute=True)
     import keras
 
@@ -129,7 +131,7 @@ def _train_in(run, config, model, datasets, plan, info, log, command, resume, fi
     else:
         _write_run_start(config, run, plan, phases, info, command)
     _multi_worker_workarounds(model, info, datasets.val)
-    recorder = EpochRecorder(run / runs.HISTORY_CSV, n_train, previous)
+    recorder = EpochRecorder(run / layout.HISTORY_CSV, n_train, previous)
     callbacks, early_stopping, clock = _build_callbacks(config, run, recorder, keras, restored)
 
     status, stopped_by = "finished", None
@@ -188,7 +190,7 @@ def _report_on(run: Path, config: Config, metrics: dict[str, Any], log: Callable
 
     try:
         if metrics["epochs_run"]:
-            plot_history([run], run / runs.HISTORY_PNG)
+            plot_history([run], run / layout.HISTORY_PNG)
         evaluate_after_training(config, run, metrics["status"], log)
     except KeyboardInterrupt:  # training's own artifacts are complete: say so, and what is left to do
         log(f"\ninterrupted after training, which is {metrics['status'].replace('_', ' ')} and saved; the plot and "
@@ -234,7 +236,7 @@ def _write_metrics(config, run, recorder, status, seconds, info, model, datasets
         metrics["stopped_by"] = stopped_by  # SIGINT (Ctrl-C) or SIGTERM
     if phases:
         metrics["phases"] = [{"phase": p.description, "epochs": [p.first_epoch + 1, p.last_epoch]} for p in phases]
-    write_json(run / runs.METRICS, metrics)
+    write_json(run / layout.METRICS, metrics)
     return metrics
 
 
@@ -265,19 +267,19 @@ def _interrupted_message(run: Path, recorder, stopped_by: str) -> str:
 
 def _history_until(run: Path, epoch: int) -> list[dict[str, float]]:
     """history.csv's rows up to `epoch`: a row written after the last backup is trained again."""
-    rows = runs.read_history(run) if (Path(run) / runs.HISTORY_CSV).is_file() else []
+    rows = layout.read_history(run) if (Path(run) / layout.HISTORY_CSV).is_file() else []
     return [{**row, "epoch": int(row["epoch"])} for row in rows if int(row["epoch"]) <= epoch]
 
 
 def _record_resume(run: Path, config: Config, command: str) -> None:
     """config.yaml keeps the run's settings (overridden ones with --force) and notes each resume's command."""
-    saved = runs.read_config(run)
+    saved = layout.read_config(run)
     resolved = {**config.to_dict(), "imgcls": saved.get("imgcls", {})}
     resolved["imgcls"]["resumed"] = [*resolved["imgcls"].get("resumed", []), command]
-    write_yaml(run / runs.CONFIG, resolved)
-    runs.record_process(run)
+    write_yaml(run / layout.CONFIG, resolved)
+    layout.record_process(run)
     # The earlier session's summary: the run trains again, and `imgcls runs` must say so.
-    (run / runs.METRICS).unlink(missing_ok=True)
+    (run / layout.METRICS).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -382,12 +384,12 @@ def _write_run_start(config, run, plan, phases, info, command) -> None:
         "data_git": data_git_commit(Path(config.data.dir)),
         "cache": plan.cache.mode,
     }
-    write_yaml(run / runs.CONFIG, resolved)
-    write_json(run / runs.CLASSES, plan.class_names)
-    write_csv(run / runs.SPLIT, plan.split_rows())
-    write_skipped(plan, run / runs.SKIPPED)
+    write_yaml(run / layout.CONFIG, resolved)
+    write_json(run / layout.CLASSES, plan.class_names)
+    write_csv(run / layout.SPLIT, plan.split_rows())
+    write_skipped(plan, run / layout.SKIPPED)
     if plan.duplicates:
-        write_csv(run / runs.DUPLICATES, [
+        write_csv(run / layout.DUPLICATES, [
             {"subset": d.subset, "path": plan.relative(d.path), "same_as_subset": d.same_as_subset,
              "same_as": plan.relative(d.same_as), "dropped": d.dropped} for d in plan.duplicates])
 
@@ -428,7 +430,7 @@ def _build_callbacks(config: Config, run: Path, recorder, keras, restored: dict 
     """History, best.keras, early stopping, LR on plateau, TensorBoard; last the per-epoch backup (see checkpoints)."""
     cb = config.callbacks
     checkpoint = checkpoints.best_model_checkpoint(
-        keras, run / runs.MODEL, monitor=cb.checkpoint.monitor,
+        keras, run / layout.MODEL, monitor=cb.checkpoint.monitor,
         mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode), save_best_only=True, verbose=0,
     )
     callbacks = [recorder.as_keras_callback(keras), checkpoint]
@@ -502,7 +504,7 @@ class EpochRecorder:
 
 def _summarise(config, rows, status, wall_time, recorder, info, model) -> dict[str, Any]:
     monitor = config.callbacks.checkpoint.monitor
-    best = runs.best_row(rows, monitor, config.callbacks.checkpoint.mode)
+    best = best_row(rows, monitor, config.callbacks.checkpoint.mode)
     return {
         "status": status,
         "monitor": monitor,

@@ -1,31 +1,17 @@
-"""Run folders: where a training run's artifacts live, and how to find them again.
+"""The run folder: its file names, creating one, finding one, and reading its files.
 
-    runs/<name>-<YYYYmmdd-HHMMSS>/
-        config.yaml     the fully resolved config, with imgcls and TensorFlow versions
-        classes.json    class names in output order
-        split.csv       every image used: path (relative to its data folder), class, subset (train, val, test)
-        skipped_files.txt  bad images left out: path relative to the data folder, a tab, the reason
-        duplicates.csv  files byte-identical across subsets (only when there are any)
-        best.keras      the best epoch's full model (raw 0-255 pixels in, probabilities out)
-        history.csv     one row per epoch: epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds
-        history.png     accuracy and loss curves
-        metrics.json    best epoch and its metrics, epochs run, wall time, images/s, status
-        split.csv       every image (path relative to its data folder), its class and subset (train, val, test)
-        process.json    host and process id of the training process (tells a crashed run from a running one)
-        eval.json       `imgcls evaluate` on the val split: every figure it prints (eval_test.json for test)
-        confusion_matrix.png, confusion_matrix_normalized.png, misclassified.png   its plots
-        export/         models written by `imgcls export`, one folder per format
-    runs/latest         symlink to the newest run (a one-line pointer file where symlinks are impossible)
+    runs/<name>-<YYYYmmdd-HHMMSS>/    one folder per run, never reused
+    runs/latest                       symlink to the newest run (a one-line pointer file where symlinks are impossible)
 
-Every file is written to a temporary name in the same folder and renamed into
-place, so a crash leaves the old file or the new one, never half of one.
-This module imports no TensorFlow: `predict`, `plot`, `evaluate` and `imgcls runs` read it.
+What each file holds and when it is written is the run-folder contract, in
+docs/runs.md; the names below are the only place code spells them. Every file
+is written with `imgcls.files` (temporary name, then rename). No TensorFlow:
+predict, plot, evaluate and `imgcls runs` read runs through this module.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 import shutil
@@ -36,7 +22,6 @@ from typing import Any
 
 import yaml
 
-from imgcls.config import monitor_mode
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_file, read_json, write_json
 
@@ -50,7 +35,6 @@ MODEL = "best.keras"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 METRICS = "metrics.json"
-SPLIT = "split.csv"
 PROCESS = "process.json"
 EVAL = "eval.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -212,83 +196,3 @@ def read_metrics(run: Path) -> dict[str, Any] | None:
     """metrics.json, or None while the run trains (or when its process died before writing it)."""
     path = Path(run) / METRICS
     return read_json(path) if path.is_file() else None
-
-
-# --------------------------------------------------------------------------- summarising runs
-
-
-def best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float] | None:
-    """The epoch best.keras holds: the first best one, as ModelCheckpoint saves only on strict improvement.
-
-    NaN never improves on anything, for ModelCheckpoint as here.
-    """
-    scored = [r for r in rows if monitor in r and not math.isnan(r[monitor])]
-    if not scored:
-        return None
-    return (max if monitor_mode(monitor, mode) == "max" else min)(scored, key=lambda r: r[monitor])
-
-
-def best_epoch(run: Path) -> dict[str, float] | None:
-    """The history row of the checkpointed epoch: from metrics.json, else from history.csv and the config."""
-    history = read_history(run) if (Path(run) / HISTORY_CSV).is_file() else []
-    metrics = read_metrics(run)
-    if metrics and metrics.get("best_epoch") is not None:
-        return next((r for r in history if int(r["epoch"]) == metrics["best_epoch"]),
-                    {"epoch": metrics["best_epoch"], **metrics.get("best", {})})
-    checkpoint = (read_config(run).get("callbacks") or {}).get("checkpoint") or {}
-    return best_row(history, checkpoint.get("monitor", "val_accuracy"), checkpoint.get("mode", "auto"))
-
-
-def run_status(run: Path) -> str:
-    """metrics.json's status; without it: running while the training process lives, else failed.
-
-    Ctrl-C and normal ends both write metrics.json, so a run whose process is
-    gone without one crashed, was killed (SIGKILL, out of memory) or lost power:
-    that is `failed`. `unknown` when the process ran on another host.
-    """
-    metrics = read_metrics(run)
-    if metrics:
-        return metrics.get("status", "unknown")
-    path = Path(run) / PROCESS
-    if not path.is_file():
-        return "failed"
-    process = read_json(path)
-    if process.get("host") != socket.gethostname() or os.name == "nt":  # os.kill(pid, 0) would kill on Windows
-        return "unknown"
-    try:
-        os.kill(int(process["pid"]), 0)
-    except ProcessLookupError:
-        return "failed"
-    except PermissionError:  # alive, owned by another user
-        return "running"
-    return "running"
-
-
-_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
-
-
-def describe_run(run: Path) -> dict[str, Any]:
-    """One line of `imgcls runs`: name, date, model, epochs run, best val accuracy, wall time, status."""
-    run = Path(run)
-    config = read_config(run)
-    metrics = read_metrics(run) or {}
-    history = read_history(run) if (run / HISTORY_CSV).is_file() else []
-    best = best_epoch(run) or {}
-    stamp = _STAMP.search(run.name)
-    started = (datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S") if stamp
-               else datetime.fromtimestamp((run / CONFIG).stat().st_mtime))
-    wall_time = metrics.get("wall_time_s")
-    if wall_time is None and history:
-        wall_time = round(sum(r.get("seconds", 0.0) for r in history), 2)  # completed epochs only
-    return {
-        "name": run.name,
-        "date": started.isoformat(sep=" ", timespec="minutes"),
-        "model": (config.get("model") or {}).get("name"),
-        "epochs_run": metrics.get("epochs_run", len(history)),
-        "epochs_planned": (config.get("train") or {}).get("epochs"),
-        "best_epoch": int(best["epoch"]) if "epoch" in best else None,
-        "best_val_accuracy": best.get("val_accuracy"),
-        "wall_time_s": wall_time,
-        "status": run_status(run),
-        "path": str(run),
-    }

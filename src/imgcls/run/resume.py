@@ -1,6 +1,6 @@
 """`imgcls train --resume [RUN]`: may this run continue, and with which config?
 
-A run continues from its newest backup (`imgcls.checkpoints`) with the
+A run continues from its newest backup (`imgcls.train.checkpoints`) with the
 config it recorded. Anything that would make the continuation a different
 experiment is refused unless --force: a `--set` that changes a key, or a data
 folder whose split no longer matches split.csv. A finished run has nothing
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls import runs
+from imgcls.run import layout
+from imgcls.run.status import run_status
 from imgcls.config import Config, load_config
 from imgcls.errors import ImgclsError
 from imgcls.files import read_json
@@ -34,18 +35,18 @@ class Resume:
 
 def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force: bool) -> Resume:
     """The run to continue and its config, or ImgclsError saying why it cannot continue."""
-    folder = runs.resolve_run(run, runs_dir)
-    status = runs.run_status(folder)
+    folder = layout.resolve_run(run, runs_dir)
+    status = run_status(folder)
     if status == "running":
-        process = read_json(folder / runs.PROCESS)
+        process = read_json(folder / layout.PROCESS)
         raise ImgclsError(f"{folder}: still training (process {process.get('pid')} on {process.get('host')}); "
                           "stop it first, or wait for it to finish")
     # data.dir as written may be relative to where training started; the run also recorded it absolute.
-    saved = runs.read_config(folder)
+    saved = layout.read_config(folder)
     absolute = (saved.get("imgcls") or {}).get("data_dir")
     moved = [f"data.dir={absolute}"] if absolute and not Path(saved["data"]["dir"]).is_dir() else []
-    recorded = load_config(folder / runs.CONFIG, moved)
-    config = load_config(folder / runs.CONFIG, moved + list(overrides))
+    recorded = load_config(folder / layout.CONFIG, moved)
+    config = load_config(folder / layout.CONFIG, moved + list(overrides))
     changed = config_differences(recorded.to_dict(), config.to_dict())
     if changed and not force:
         raise ImgclsError(f"{folder}: --set changes {', '.join(changed)} from the run's config.yaml; "
@@ -55,7 +56,7 @@ def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force
 
 def check_same_split(run: Path, split_rows: list[dict[str, str]], force: bool) -> None:
     """The data folder must still split into split.csv's images, or the resumed epochs train on other data."""
-    recorded = {(r["path"], r["class"], r["subset"]) for r in runs.read_split(run)}
+    recorded = {(r["path"], r["class"], r["subset"]) for r in layout.read_split(run)}
     now = {(r["path"], r["class"], r["subset"]) for r in split_rows}
     if recorded != now and not force:
         raise ImgclsError(f"{run}: the data folder changed since the run started ({len(now - recorded)} images new or moved, "

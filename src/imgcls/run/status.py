@@ -1,0 +1,92 @@
+"""A run's state from its files: the best epoch, whether it is running, finished or dead, its line in `imgcls runs`."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imgcls.config import monitor_mode
+from imgcls.files import read_json
+from imgcls.run.layout import CONFIG, HISTORY_CSV, PROCESS, read_config, read_history, read_metrics
+
+
+def best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float] | None:
+    """The epoch best.keras holds: the first best one, as ModelCheckpoint saves only on strict improvement.
+
+    NaN never improves on anything, for ModelCheckpoint as here.
+    """
+    scored = [r for r in rows if monitor in r and not math.isnan(r[monitor])]
+    if not scored:
+        return None
+    return (max if monitor_mode(monitor, mode) == "max" else min)(scored, key=lambda r: r[monitor])
+
+
+def best_epoch(run: Path) -> dict[str, float] | None:
+    """The history row of the checkpointed epoch: from metrics.json, else from history.csv and the config."""
+    history = read_history(run) if (Path(run) / HISTORY_CSV).is_file() else []
+    metrics = read_metrics(run)
+    if metrics and metrics.get("best_epoch") is not None:
+        return next((r for r in history if int(r["epoch"]) == metrics["best_epoch"]),
+                    {"epoch": metrics["best_epoch"], **metrics.get("best", {})})
+    checkpoint = (read_config(run).get("callbacks") or {}).get("checkpoint") or {}
+    return best_row(history, checkpoint.get("monitor", "val_accuracy"), checkpoint.get("mode", "auto"))
+
+
+def run_status(run: Path) -> str:
+    """metrics.json's status; without it: running while the training process lives, else failed.
+
+    Ctrl-C and normal ends both write metrics.json, so a run whose process is
+    gone without one crashed, was killed (SIGKILL, out of memory) or lost power:
+    that is `failed`. `unknown` when the process ran on another host.
+    """
+    metrics = read_metrics(run)
+    if metrics:
+        return metrics.get("status", "unknown")
+    path = Path(run) / PROCESS
+    if not path.is_file():
+        return "failed"
+    process = read_json(path)
+    if process.get("host") != socket.gethostname() or os.name == "nt":  # os.kill(pid, 0) would kill on Windows
+        return "unknown"
+    try:
+        os.kill(int(process["pid"]), 0)
+    except ProcessLookupError:
+        return "failed"
+    except PermissionError:  # alive, owned by another user
+        return "running"
+    return "running"
+
+
+_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
+
+
+def describe_run(run: Path) -> dict[str, Any]:
+    """One line of `imgcls runs`: name, date, model, epochs run, best val accuracy, wall time, status."""
+    run = Path(run)
+    config = read_config(run)
+    metrics = read_metrics(run) or {}
+    history = read_history(run) if (run / HISTORY_CSV).is_file() else []
+    best = best_epoch(run) or {}
+    stamp = _STAMP.search(run.name)
+    started = (datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S") if stamp
+               else datetime.fromtimestamp((run / CONFIG).stat().st_mtime))
+    wall_time = metrics.get("wall_time_s")
+    if wall_time is None and history:
+        wall_time = round(sum(r.get("seconds", 0.0) for r in history), 2)  # completed epochs only
+    return {
+        "name": run.name,
+        "date": started.isoformat(sep=" ", timespec="minutes"),
+        "model": (config.get("model") or {}).get("name"),
+        "epochs_run": metrics.get("epochs_run", len(history)),
+        "epochs_planned": (config.get("train") or {}).get("epochs"),
+        "best_epoch": int(best["epoch"]) if "epoch" in best else None,
+        "best_val_accuracy": best.get("val_accuracy"),
+        "wall_time_s": wall_time,
+        "status": run_status(run),
+        "path": str(run),
+    }

@@ -11,6 +11,7 @@ its own, and the summary at the end says which policies the runs trained with.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +225,68 @@ def make_messy_folder(root: Path, per_class: int = 8) -> Path:
     (blue / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (root / "empty").mkdir()
     return root
+
+
+# --------------------------------------------------------------------------- training in-process, with a probe
+
+
+@dataclass
+class Training:
+    """What `imgcls train` would have ended with: its exit code and what it logged, plus the run and its metrics."""
+
+    exit_code: int
+    stderr: str
+    run: Path | None = None
+    metrics: dict | None = None
+
+    @property
+    def output(self) -> str:
+        return self.stderr
+
+
+def training(config=None, *overrides, runs_dir, resume=False, force=False, stop_after_epoch=None, how=None,
+             mid_epoch=False, final_weights=None) -> Training:
+    """`imgcls train` through `imgcls.launch.launch_training`, with a probe added by its public `callbacks` hook.
+
+    The probe stops training after epoch `stop_after_epoch` (1-based), or with
+    `mid_epoch` during the next one, by raising KeyboardInterrupt as Ctrl-C
+    does or sending the signal `how` to this process; `final_weights` (a
+    list) receives the model's weights at the end of every fit.
+    """
+    import keras
+
+    from imgcls.errors import ImgclsError
+    from imgcls.launch import exit_code, launch_training
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not mid_epoch and stop_after_epoch is not None and epoch + 1 == stop_after_epoch:
+                stop()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if mid_epoch and self.epoch == stop_after_epoch and batch == 1:
+                stop()
+
+        def on_train_end(self, logs=None):
+            if final_weights is not None:  # each phase's fit ends: keep the last
+                final_weights[:] = self.model.get_weights()
+
+    def stop():
+        if how is None:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), how)
+
+    lines: list[str] = []
+    log = lambda *parts, **_: lines.append(" ".join(str(part) for part in parts))  # noqa: E731
+    try:
+        result = launch_training(config, list(overrides), runs_dir=runs_dir, resume=resume, force=force,
+                                 callbacks=[Probe()], log=log)
+    except ImgclsError as exc:
+        return Training(2, "\n".join([*lines, f"error: {exc}"]))
+    if result is None:
+        return Training(0, "\n".join(lines))
+    run, metrics = result
+    return Training(exit_code(metrics), "\n".join(lines), run, metrics)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -102,29 +104,34 @@ def test_ctrl_c_during_the_evaluation_after_training_says_the_run_is_saved(cli, 
     assert json.loads((run / "metrics.json").read_text())["status"] == "finished" and (run / "best.keras").is_file()
 
 
-def test_ctrl_c_during_training_keeps_completed_epochs_and_exits_130(cli, tmp_path, tiny_config, monkeypatch):
-    from imgcls import training
-
-    real_build = training._build_callbacks
-
-    def with_interrupt(*args):
-        callbacks, *rest = real_build(*args)
-
-        class CtrlC(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if epoch == 1:
-                    raise KeyboardInterrupt
-
-        return (callbacks + [CtrlC()], *rest)
-
-    monkeypatch.setattr(training, "_build_callbacks", with_interrupt)
-    result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=4")
-    assert result.exit_code == 130
-    run = (tmp_path / "latest").resolve()
-    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
-    assert len(layout.read_history(run)) == 2
+def test_a_real_ctrl_c_mid_training_keeps_completed_epochs_and_exits_130(tmp_path, tiny_data):
+    """SIGINT, as a terminal sends it, to a training process between its first epoch and its last."""
+    config = write_config(tmp_path / "c.yaml", tiny_data, data={"batch_size": 1}, train={"epochs": 500})
+    runs_dir = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "imgcls", "train", str(config), "--runs-dir", str(runs_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(runs_dir.glob("*/history.csv")):  # the first epoch is done
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail(f"training did not finish an epoch: {process.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted (Ctrl-C):" in stderr and "resume with: imgcls train --resume" in stderr
+    run = (runs_dir / "latest").resolve()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGINT" and 1 <= metrics["epochs_run"] < 500
+    assert len(layout.read_history(run)) == metrics["epochs_run"] == checkpoints_saved(run)
     assert (run / "best.keras").is_file() and (run / "history.png").is_file()
     assert not (run / "eval.json").exists()  # evaluation is skipped after Ctrl-C
+
+
+def checkpoints_saved(run) -> int:
+    """The epoch of the run's backup (what --resume continues after)."""
+    [backup] = (run / "backup").iterdir()
+    return int(backup.name.split("-")[1])
 
 
 def test_early_stopping_records_the_status(cli, tmp_path, tiny_config):

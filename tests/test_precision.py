@@ -17,9 +17,8 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
-from conftest import write_config
+from conftest import training, write_config
 from test_export import EXPORTS, IDS, MODEL_IN, export_folder
-from test_resume import patched_callbacks, train
 
 from imgcls import files
 from imgcls.run import layout
@@ -41,10 +40,8 @@ def trained(request, tmp_path_factory, tiny_data):
     policy = request.param
     root = tmp_path_factory.mktemp(policy)
     config = write_config(root / "tiny.yaml", tiny_data, train={"epochs": 3}, runtime={"precision": policy})
-    with pytest.MonkeyPatch.context() as mp:
-        patched_callbacks(mp, stop_after_epoch=1)
-        stopped = train(config, "--runs-dir", root / "runs")
-    resumed = train("--resume", "--runs-dir", root / "runs")
+    stopped = training(config, runs_dir=root / "runs", stop_after_epoch=1)
+    resumed = training(resume=True, runs_dir=root / "runs")
     run = (root / "runs" / "latest").resolve()
     exports = {(fmt, quantize): imgcls("export", run, "--format", fmt, "--quantize", quantize) for fmt, quantize in EXPORTS}
     return SimpleNamespace(policy=policy, run=run, stopped=stopped, resumed=resumed, exports=exports)
@@ -87,7 +84,7 @@ def tiny_compiled_model(policy: str):
 
 def test_a_mixed_float16_backup_keeps_the_loss_scale(tmp_path):
     """mixed_float16 trains through a LossScaleOptimizer; resuming must not reset its dynamic loss scale."""
-    from imgcls import checkpoints
+    from imgcls.train import checkpoints
 
     trained_model = tiny_compiled_model("mixed_float16")
     trained_model.fit(np.ones((8, 4)), np.zeros(8), epochs=3, verbose=0)
@@ -104,7 +101,7 @@ def test_a_mixed_float16_backup_keeps_the_loss_scale(tmp_path):
 @pytest.mark.parametrize("saved, resumed", [("mixed_float16", "float32"), ("mixed_bfloat16", "mixed_float16")])
 def test_a_resume_that_changes_to_or_from_mixed_float16_is_refused_not_restarted(tmp_path, saved, resumed):
     """Keras would skip the optimizer state with a warning: the schedule would restart at step 0 (a --force resume)."""
-    from imgcls import checkpoints
+    from imgcls.train import checkpoints
     from imgcls.errors import ImgclsError
 
     trained_model = tiny_compiled_model(saved)

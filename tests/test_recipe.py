@@ -51,26 +51,23 @@ def test_grayscale_images_stay_one_channel_through_strong_augmentation(tiny_data
 
 def _fit_tiny(ema: bool, stop_after_first_epoch: bool, checkpoint):
     """A Dense model fitted on random data for 3 planned epochs; returns (initial weights, weights after fit)."""
-    from imgcls.callbacks import ema_callbacks
-    from imgcls.optim import build_optimizer
+    from imgcls.train.callbacks import with_ema
+    from imgcls.train.optim import build_optimizer
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
-    train = load_config(raw={"data": {"dir": "x"}, "train": {"learning_rate": 0.5, "ema": ema,
-                                                                "ema_momentum": 0.999}}).train
-    model.compile(optimizer=build_optimizer(train, 8), loss="binary_crossentropy")
+    config = load_config(raw={"data": {"dir": "x"}, "train": {"learning_rate": 0.5, "ema": ema, "ema_momentum": 0.999}})
+    model.compile(optimizer=build_optimizer(config.train, 8), loss="binary_crossentropy")
     initial = model.get_weights()[0].copy()
 
     class StopAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             self.model.stop_training = stop_after_first_epoch
 
-    callbacks = [checkpoint, StopAfterFirstEpoch()]
-    if ema:
-        swap, keep = ema_callbacks(keras)
-        callbacks = [swap, *callbacks, keep]
+    # The order training gives a fit's callbacks (train.callbacks.with_ema): the swap first, the guard last.
+    callbacks = with_ema([checkpoint, StopAfterFirstEpoch()], config)
     model.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), callbacks=callbacks, verbose=0)
     return initial, model.get_weights()[0]
 

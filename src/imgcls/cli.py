@@ -67,35 +67,14 @@ def train(
     force: bool = typer.Option(False, "--force", help="With --resume: continue even though --set or the data folder changed."),
 ):
     """Train a model; writes runs/<name>-<time>/ and points runs/latest at it. Ctrl-C exits 130, SIGTERM 143."""
-    from imgcls.run.layout import check_room, check_run_name, create_run
+    from imgcls.launch import exit_code, launch_training
 
     command = shlex.join(["imgcls", *sys.argv[1:]])
-    if resume:
-        from imgcls.data.plan import plan_data
-        from imgcls.run.resume import check_same_split, prepare_resume
-
-        if name is not None:
-            raise ImgclsError("--name names a new run; --resume continues an existing one: give one of them")
-        prepared = prepare_resume(config, runs_dir, set_, force)
-        if prepared.done:
-            err.print(f"{prepared.run}: already {prepared.status.replace('_', ' ')}; nothing to resume", highlight=False)
-            return
-        cfg, plan = prepared.config, plan_data(prepared.config)
-        check_same_split(prepared.run, plan.split_rows(), force)
-        make_run = lambda needed: check_room(prepared.run, needed) or prepared.run  # noqa: E731
-    else:
-        from imgcls.config import load_config
-
-        if config is None:
-            raise ImgclsError("give a config file, e.g. imgcls train configs/digits.yaml (or --resume to continue a run)")
-        cfg, plan = load_config(config, set_), None
-        run_name = check_run_name(name or config.stem)
-        make_run = lambda needed: create_run(runs_dir, run_name, needed)  # noqa: E731
-
-    from imgcls.training import train as train_run
-
-    run, metrics = train_run(cfg, make_run, log=err.print, command=command, plan=plan,
-                             resume=prepared.run if resume else None)
+    result = launch_training(config, set_, runs_dir=runs_dir, name=name, resume=resume, force=force,
+                             log=err.print, command=command)
+    if result is None:  # --resume: the run had ended already
+        return
+    run, metrics = result
     best = metrics["best"]
     if metrics["best_epoch"] is not None:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
@@ -104,9 +83,7 @@ def train(
                   f"({scores}); {speed}{metrics['wall_time_s']:.0f} s", markup=True)
     if run.exists():  # a multi-worker run's other workers train in a scratch folder, deleted by now
         err.print(f"run folder: {run}")
-    if metrics["status"] == "interrupted":
-        # The shell's convention, 128 + the signal number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM.
-        raise typer.Exit(143 if metrics.get("stopped_by") == "SIGTERM" else 130)
+    raise typer.Exit(exit_code(metrics))
 
 
 @app.command()

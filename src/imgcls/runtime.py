@@ -51,15 +51,24 @@ def import_tensorflow(device: str | int | None = None):
     running training fails to allocate. `device` is runtime.device's value
     (auto | cpu | gpu | index); None keeps the process' choice (first: auto).
     """
-    if "tensorflow" in sys.modules:
-        tf = sys.modules["tensorflow"]
-    else:
-        with quiet_native_stderr():
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")  # the first device query logs cuInit failures
+    tf = import_tensorflow_quietly()
     _set_up_devices(tf, device)
+    return tf
+
+
+def import_tensorflow_quietly():
+    """TensorFlow without its C++ start-up noise (see `quiet_native_stderr`); devices untouched.
+
+    Importing does not set up devices, so `import_tensorflow(device)` may still
+    follow; `imgcls.train` imports this way so its modules can subclass Keras.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with quiet_native_stderr():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the first device query logs cuInit failures
     return tf
 
 

@@ -65,6 +65,13 @@ def small_classes(plan: DataPlan) -> list[str]:
 # --------------------------------------------------------------------------- the printed report
 
 
+def stderr_log() -> Callable:
+    """Where training's progress lines and this report go by default: stderr, as plain text (no Rich markup)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True, markup=False).print
+
+
 def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None = None, details: bool = False) -> None:
     """The scan summary, warnings, class table and cache choice, as rich renderables passed to `log`.
 

@@ -42,6 +42,7 @@ CONFUSION_NORMALIZED_PNG = "confusion_matrix_normalized.png"
 MISCLASSIFIED_PNG = "misclassified.png"
 STATUSES = ("finished", "stopped_early", "time_limit", "interrupted", "failed", "running", "unknown")
 EXPORT = "export"
+TENSORBOARD = "tensorboard"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

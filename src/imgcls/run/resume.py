@@ -3,23 +3,29 @@
 A run continues from its newest backup (`imgcls.train.checkpoints`) with the
 config it recorded. Anything that would make the continuation a different
 experiment is refused unless --force: a `--set` that changes a key, or a data
-folder whose split no longer matches split.csv. A finished run has nothing
-to resume. No TensorFlow here: these answers are instant.
+folder whose split no longer matches split.csv. A run that ended (finished,
+stopped early, at its time limit) has nothing to resume: its backup was
+deleted when it ended. No TensorFlow here: these answers are instant.
+
+The training side (restoring the backup into the model) is
+`imgcls.train.checkpoints.restore_state`.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls.run import layout
-from imgcls.run.status import run_status
 from imgcls.config import Config, load_config
+from imgcls.data.plan import DataPlan, plan_data
 from imgcls.errors import ImgclsError
 from imgcls.files import read_json
+from imgcls.run import layout
+from imgcls.run.status import run_status
 
-DONE = ("finished", "stopped_early")
+DONE = ("finished", "stopped_early", "time_limit")  # the run ended and deleted its backup
 
 
 @dataclass
@@ -27,6 +33,7 @@ class Resume:
     run: Path
     config: Config
     status: str  # the run's status before resuming (interrupted, failed, finished, ...)
+    plan: DataPlan | None = None  # the data, checked to split as split.csv says (None when the run is done)
 
     @property
     def done(self) -> bool:
@@ -51,7 +58,11 @@ def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force
     if changed and not force:
         raise ImgclsError(f"{folder}: --set changes {', '.join(changed)} from the run's config.yaml; "
                           "a resumed run must be the same experiment (add --force to resume anyway)")
-    return Resume(folder, config, status)
+    if status in DONE:
+        return Resume(folder, config, status)
+    plan = plan_data(config)
+    check_same_split(folder, plan.split_rows(), force)
+    return Resume(folder, config, status, plan)
 
 
 def check_same_split(run: Path, split_rows: list[dict[str, str]], force: bool) -> None:
@@ -74,3 +85,18 @@ def config_differences(before: dict[str, Any], after: dict[str, Any], prefix: st
         elif a != b:
             differing.append(f"{prefix}{key}")
     return differing
+
+
+def resume_command(run: Path) -> str:
+    """The exact command that continues `run`."""
+    try:
+        shown = Path(run).resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = Path(run).resolve()
+    return shlex.join(["imgcls", "train", "--resume", str(shown)])
+
+
+def history_until(run: Path, epoch: int) -> list[dict[str, float]]:
+    """history.csv's rows up to `epoch`: a row written after the last backup is trained again."""
+    rows = layout.read_history(run) if (Path(run) / layout.HISTORY_CSV).is_file() else []
+    return [{**row, "epoch": int(row["epoch"])} for row in rows if int(row["epoch"]) <= epoch]

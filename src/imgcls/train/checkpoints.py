@@ -1,9 +1,8 @@
 """Checkpoints that survive a crash: best.keras written atomically, and a per-epoch backup to resume from.
 
-    <run>/best.keras               the best epoch's model, float32 and without optimizer state (Keras'
-                                   ModelCheckpoint, saved to a temporary file in the run folder and
-                                   renamed, so a crash keeps the previous one)
-    <run>/backup/epoch-<N>/        the state after epoch N, the newest one only:
+    BestModelCheckpoint    <run>/best.keras, the best epoch's model as artifacts hold it (float32, no
+                           optimizer state), written to a temporary file and renamed
+    EpochBackup            <run>/backup/epoch-<N>/, the state after epoch N, the newest one only:
         model.weights.h5           weights and optimizer state (its iteration count drives the schedules)
         random.npz                 the layers' random-generator states (dropout), which Keras does not save
         early_stopping.npz         EarlyStopping's best weights, when it restores them
@@ -24,10 +23,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_file, atomic_folder
+from imgcls.models import inference_model
 
 BACKUP = "backup"
 _WEIGHTS = "model.weights.h5"
@@ -64,51 +65,46 @@ def backup_epoch(run: Path) -> int:
     return json.loads((latest / _STATE).read_text())["epoch"] if latest else 0
 
 
-def best_model_checkpoint(keras, path: Path, **kwargs):
-    """Keras' ModelCheckpoint deciding when to save; what it saves is the model as artifacts hold it.
+class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' ModelCheckpoint deciding when to save (save_best_only); what it saves is the model as artifacts hold it.
 
     That is `imgcls.models.inference_model`: float32 whatever the training
     precision, without the optimizer state (the backup keeps that, for
-    resuming). It is written to a temporary file beside `path` and renamed,
-    so a crash mid-save keeps the previous best.keras.
+    resuming), written to a temporary file beside the target and renamed, so
+    a crash mid-save keeps the previous best.keras.
     """
-    from imgcls.models import inference_model
 
-    class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
-        def _save_model(self, epoch, batch, logs):
-            if self._should_save_model(epoch, batch, logs, self.filepath):
-                with atomic_file(Path(self.filepath)) as temporary:
-                    inference_model(self.model).save(temporary)
-
-    return BestModelCheckpoint(str(path), **kwargs)
+    def _save_model(self, epoch, batch, logs):  # Keras-private hook: see tests/test_keras_internals.py
+        if self._should_save_model(epoch, batch, logs, self.filepath):
+            with atomic_file(Path(self.filepath)) as temporary:
+                inference_model(self.model).save(temporary)
 
 
-def epoch_backup(keras, run: Path, stateful: list, restore: dict[str, Any] | None = None):
-    """A callback that backs up the training state after every epoch; put it last among the callbacks.
+class EpochBackup(keras.callbacks.Callback):
+    """Backs up the training state after every epoch; put it after the callbacks whose state it keeps.
 
-    Last, so it records the state the other callbacks reached in the same
+    After, so it records the state the other callbacks reached in the same
     epoch, and so its `on_train_begin` runs after theirs (which reset their
     counters) and can put back the `restore` state `restore_state` returned.
     That happens in the first `fit` only: a later phase's `fit` resets them,
     as it does in an uninterrupted run.
     """
 
-    class EpochBackup(keras.callbacks.Callback):
-        pending = restore
+    def __init__(self, run: Path, stateful: list, restore: dict[str, Any] | None = None):
+        super().__init__()
+        self.run, self.stateful, self.pending = Path(run), stateful, restore
 
-        def on_train_begin(self, logs=None):
-            if self.pending:
-                for callback in stateful:
-                    for name, value in self.pending["callbacks"].get(_kind(callback), {}).items():
-                        setattr(callback, name, value)
-                    if self.pending.get("early_stopping_best") is not None and hasattr(callback, "best_weights"):
-                        callback.best_weights = self.pending["early_stopping_best"]
-                self.pending = None
+    def on_train_begin(self, logs=None):
+        if self.pending:
+            for callback in self.stateful:
+                for name, value in self.pending["callbacks"].get(_kind(callback), {}).items():
+                    setattr(callback, name, value)
+                if self.pending.get("early_stopping_best") is not None and hasattr(callback, "best_weights"):
+                    callback.best_weights = self.pending["early_stopping_best"]
+            self.pending = None
 
-        def on_epoch_end(self, epoch, logs=None):
-            save_backup(self.model, Path(run), epoch + 1, stateful)
-
-    return EpochBackup()
+    def on_epoch_end(self, epoch, logs=None):
+        save_backup(self.model, self.run, epoch + 1, self.stateful)
 
 
 def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
@@ -125,7 +121,7 @@ def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
             # The one thing that changes a constant learning rate; not among the optimizer's saved variables.
             state["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
         for callback in stateful:
-            state["callbacks"][_kind(callback)] = {name: _plain(getattr(callback, name, None)) for name in _CALLBACK_STATE[_kind(callback)]}
+            state["callbacks"][_kind(callback)] = {name: _json_value(getattr(callback, name, None)) for name in _CALLBACK_STATE[_kind(callback)]}
             best_weights = getattr(callback, "best_weights", None)
             if best_weights is not None:
                 np.savez(tmp / _EARLY_BEST, *best_weights)
@@ -193,7 +189,7 @@ def _seed_states(model) -> list:
     return [v for v in model.non_trainable_variables if "seed_generator_state" in v.path]
 
 
-def _plain(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
     """JSON for a callback attribute (NumPy scalars and infinities included)."""
     if value is None:
         return None

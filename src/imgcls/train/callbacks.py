@@ -1,0 +1,171 @@
+"""The callbacks of a training run, in the order `build_callbacks` puts them.
+
+    HistoryWriter          history.csv after every epoch (with `lr` and `seconds`), steady-state images/s
+    BestModelCheckpoint    best.keras (imgcls.train.checkpoints)
+    EarlyStopping, ReduceLROnPlateau, TensorBoard   Keras' own, when the config enables them
+    TimeLimit              train.time_limit_minutes: one clock for both phases of a run
+    EpochBackup            the per-epoch backup (imgcls.train.checkpoints): after the callbacks whose state it keeps
+    the caller's callbacks `train(..., callbacks=[...])`: last, so one that stops training sees the epoch saved
+
+With train.ema, `with_ema` wraps every fit's list: Keras' `SwapEMAWeights`
+first (it swaps the averaged weights into the model before validation, so
+val metrics, best.keras and EarlyStopping's best weights are all EMA
+weights) and `KeepEMAOnStop` last. Keras copies the EMA weights into the
+model for good only when the last planned epoch ends; the guard does the
+same when a run stops earlier (early stopping, time limit).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from imgcls.config import Config, monitor_mode
+from imgcls.files import write_csv
+from imgcls.run import layout
+from imgcls.train.checkpoints import BestModelCheckpoint, EpochBackup, is_stateful
+from imgcls.train.optim import current_learning_rate
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Adds `lr` and `seconds` to each epoch's logs and rewrites history.csv after every epoch."""
+
+    def __init__(self, path: Path, train_images: int, rows: list[dict[str, float]] = ()):
+        super().__init__()
+        self.path = path
+        self.train_images = train_images
+        self.rows: list[dict[str, float]] = list(rows)  # a resumed run's earlier epochs
+        self.started_epoch = 0  # 1-based number of the epoch in progress or last begun
+        self.train_seconds: list[float] = []  # training phase only, validation excluded
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started_epoch = epoch + 1
+        self.epoch_start = self.train_end = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_end = self.train_end if self.train_end > self.epoch_start else now
+        self.train_seconds.append(train_end - self.epoch_start)
+        logs = logs if logs is not None else {}
+        logs["lr"] = current_learning_rate(self.model.optimizer)
+        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "seconds": round(now - self.epoch_start, 3)})
+        write_csv(self.path, self.rows)
+
+    def images_per_second(self) -> float | None:
+        """Steady-state training throughput: the first epoch (decode, cache fill, tracing) is left out."""
+        steady = self.train_seconds[1:] or self.train_seconds
+        return round(self.train_images / statistics.median(steady), 1) if steady else None
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training once `minutes` of training time are spent; `spent` says whether the budget ran out.
+
+    At an epoch end it also stops when the next epoch (as long as the last
+    one) would overrun the budget, so a run ends on a whole epoch whenever it
+    can. The clock starts at the first batch of the first `fit` and keeps
+    running across fine-tuning phases.
+    """
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60
+        self.start = None
+        self.spent = False
+        self.epoch_start = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def _stop(self):
+        self.spent = True
+        self.model.stop_training = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.elapsed() >= self.seconds:  # an epoch longer than the budget ends mid-way
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 >= self.params["epochs"]  # nothing left to cut short in this fit
+        if not last and self.start is not None and self.elapsed() + (time.perf_counter() - self.epoch_start) > self.seconds:
+            self._stop()
+
+
+class KeepEMAOnStop(keras.callbacks.Callback):
+    """After every stopper: a run that stops before its last planned epoch keeps the EMA weights too."""
+
+    def __init__(self, swap: keras.callbacks.SwapEMAWeights):
+        super().__init__()
+        self.swap = swap
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras-private names (tests/test_keras_internals.py): whether the EMA weights are in the model, and
+        # the step that copies them in for good, which Keras runs only at the last planned epoch.
+        if self.model.stop_training and self.swap._ema_weights_in_model and epoch != self.params["epochs"] - 1:
+            self.swap._finalize_ema_values()
+
+
+def with_ema(callbacks: list, config: Config, resumed: bool = False) -> list:
+    """A fit's callbacks inside a fresh EMA pair (a new optimizer has new EMA variables), or as they are without EMA.
+
+    `resumed`: the fit continues from a backup, which was saved after the
+    swap (the EMA weights in the model, the raw ones in the optimizer), so
+    the next epoch must begin by swapping them back.
+    """
+    if not config.train.ema:
+        return callbacks
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = resumed
+    return [swap, *callbacks, KeepEMAOnStop(swap)]
+
+
+@dataclass
+class RunCallbacks:
+    """Every callback of a run, and the ones training asks about afterwards."""
+
+    all: list
+    history: HistoryWriter
+    early_stopping: keras.callbacks.EarlyStopping | None = None
+    clock: TimeLimit | None = None
+    extra: list = field(default_factory=list)
+
+
+def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored: dict | None = None,
+                    extra: list = ()) -> RunCallbacks:
+    """The run's callbacks in order (see the module docstring); `restored`: a backup's callback state to put back."""
+    cb = config.callbacks
+    callbacks: list = [history, BestModelCheckpoint(
+        str(run / layout.MODEL), monitor=cb.checkpoint.monitor, mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode),
+        save_best_only=True, verbose=0)]
+    early_stopping = clock = None
+    if cb.early_stopping.enabled:
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor=cb.early_stopping.monitor, mode=monitor_mode(cb.early_stopping.monitor),
+            min_delta=cb.early_stopping.min_delta, patience=cb.early_stopping.patience,
+            restore_best_weights=cb.early_stopping.restore_best_weights, verbose=1)
+        callbacks.append(early_stopping)
+    if cb.reduce_lr_on_plateau.enabled:
+        plateau = cb.reduce_lr_on_plateau
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=plateau.monitor, mode=monitor_mode(plateau.monitor), factor=plateau.factor,
+            patience=plateau.patience, min_lr=plateau.min_lr, verbose=1))
+    if cb.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / layout.TENSORBOARD)))
+    if config.train.time_limit_minutes:
+        clock = TimeLimit(config.train.time_limit_minutes)
+        callbacks.append(clock)
+    callbacks.append(EpochBackup(run, [c for c in callbacks if is_stateful(c)], restored))
+    return RunCallbacks(callbacks + list(extra), history, early_stopping, clock, list(extra))

@@ -271,7 +271,7 @@ def pipeline_images_per_s(data: Path, size: int) -> tuple[float, float]:
 
 
 def predict_rates(model_path: str, run: str, files: list[str], size: int) -> tuple[float, float]:
-    from imgcls.predict import predict_files
+    from imgcls.infer.predict import predict_files
 
     seed_rate = seed_predict_loop(model_path, files, size)
     start = time.perf_counter()

@@ -13,16 +13,10 @@ from test_cli import assert_user_error
 
 from imgcls import files
 from imgcls.run import layout
-from imgcls.evaluate import (
-    averages,
-    classification_report,
-    confusion_matrix,
-    default_top_k,
-    evaluate_after_training,
-    most_confident_mistakes,
-    normalize_rows,
-    per_class_scores,
-    top_k_accuracy,
+from imgcls.infer.evaluate import evaluate_after_training
+from imgcls.infer.metrics import (
+    averages, classification_report, confusion_matrix, default_top_k, most_confident_mistakes, normalize_rows,
+    per_class_scores, top_k_accuracy,
 )
 
 EVAL_FILES = ["eval.json", "confusion_matrix.png", "confusion_matrix_normalized.png", "misclassified.png"]

@@ -96,8 +96,8 @@ def test_no_temporary_folders_are_left_beside_the_exports(run, exports):
 
 @pytest.mark.parametrize("fmt, quantize", EXPORTS, ids=IDS)
 def test_exported_model_loads_back_and_agrees_with_the_keras_model(run, exports, tiny_data, fmt, quantize):
-    from imgcls.classifier import Classifier
-    from imgcls.predict import class_probabilities
+    from imgcls.infer.classifier import Classifier
+    from imgcls.infer.predict import class_probabilities
 
     files = all_images(tiny_data)
     expected = class_probabilities(Classifier.from_run(run), files)
@@ -133,8 +133,8 @@ def test_predict_one_image_with_an_exported_model(cli, run, exports, tiny_data, 
 
 
 def test_tflite_runs_on_tensorflows_own_interpreter_where_litert_is_not_installed(run, exports, tiny_data, monkeypatch):
-    from imgcls.classifier import Classifier
-    from imgcls.predict import class_probabilities
+    from imgcls.infer.classifier import Classifier
+    from imgcls.infer.predict import class_probabilities
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert...` now fails
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
@@ -253,7 +253,7 @@ def test_error_tflite_conversion_failure_leaves_no_folder(cli, run, tmp_path, mo
 
 
 def test_error_export_that_fails_its_check_is_not_kept(cli, run, tmp_path, monkeypatch):
-    from imgcls import export
+    from imgcls.infer import export
 
     monkeypatch.setattr(export, "MIN_AGREEMENT", 1.01)  # no model can pass: the check must refuse it
     out = tmp_path / "keras"

@@ -127,7 +127,7 @@ def test_every_export_computes_in_float32_unless_quantized(trained):
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from imgcls.classifier import Classifier
+    from imgcls.infer.classifier import Classifier
 
     for (fmt, quantize), result in trained.exports.items():
         assert result.exit_code == 0, result.output

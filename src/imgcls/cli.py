@@ -100,8 +100,8 @@ def predict(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Predict the class of images with a trained run or an exported model."""
-    from imgcls.classifier import Classifier
-    from imgcls.predict import collect_images, predict_images
+    from imgcls.infer.classifier import Classifier
+    from imgcls.infer.predict import collect_images, predict_images
     from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
@@ -171,7 +171,7 @@ def export(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Export a run's best model (float32 whatever it trained in) with its labels, checked against best.keras."""
-    from imgcls.export import check_request
+    from imgcls.infer.export import check_request
     from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
@@ -179,7 +179,7 @@ def export(
     chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
-    from imgcls.export import default_target, export_run
+    from imgcls.infer.export import default_target, export_run
 
     import_tensorflow(chosen_device)
     target = out_dir or default_target(run_dir, format_, quantize)
@@ -247,7 +247,7 @@ def evaluate(
     chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
-    from imgcls.evaluate import evaluate_run, report_table
+    from imgcls.infer.evaluate import evaluate_run, report_table
 
     import_tensorflow(chosen_device)
 

@@ -221,7 +221,7 @@ def _interrupted_message(run: Path, history: HistoryWriter, stopped_by: str) -> 
 
 def _report(run: Path, config: Config, metrics: dict[str, Any], log: Callable) -> None:
     """history.png and the evaluation of best.keras: the last artifacts of a run."""
-    from imgcls.evaluate import evaluate_after_training
+    from imgcls.infer.evaluate import evaluate_after_training
     from imgcls.plots import plot_history
 
     try:

@@ -33,7 +33,7 @@ import numpy as np
 
 import imgcls
 from imgcls.run import layout
-from imgcls.classifier import EXPORT_INFO, LABELS, Classifier
+from imgcls.infer.classifier import EXPORT_INFO, LABELS, Classifier
 from imgcls.errors import ImgclsError, did_you_mean, first_line
 from imgcls.files import atomic_folder, write_json, write_text
 from imgcls.runtime import import_tensorflow
@@ -206,7 +206,7 @@ def _calibration_images(run: Path, source: Classifier):
 
 def verify(run: Path, source: Classifier, exported: Classifier, quantize: str) -> dict:
     """Top-1 agreement and the largest probability difference between exported and Keras model."""
-    from imgcls.predict import as_class_probabilities, class_probabilities
+    from imgcls.infer.predict import as_class_probabilities, class_probabilities
 
     subset = "val"
     sample = _readable_sample(run, subset, VERIFY_IMAGES)

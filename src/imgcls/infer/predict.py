@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from imgcls.classifier import Classifier, best_model_path, load_keras
+from imgcls.infer.classifier import Classifier, best_model_path, load_keras
 from imgcls.data.pipeline import image_batches
 from imgcls.data.scan import ScannedFile, scan_files
 from imgcls.errors import ImgclsError

@@ -17,7 +17,8 @@ from PIL import Image
 from imgcls.data.pipeline import load_image
 from imgcls.errors import ImgclsError
 from imgcls.data.folders import scan_folder
-from imgcls.data.scan import BACKGROUND, CACHE_DIR_NAME, check_file, scan_files
+from imgcls.data.scan import BACKGROUND, check_file, scan_files
+from imgcls.data.scan_cache import CACHE_DIR_NAME
 
 
 def loaded(path: Path, size=(8, 8), channels=3) -> np.ndarray:

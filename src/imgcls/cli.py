@@ -8,7 +8,6 @@ at once. A user error (`ImgclsError`) is printed as one line with exit code 2.
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import shlex
@@ -101,7 +100,7 @@ def predict(
 ):
     """Predict the class of images with a trained run or an exported model."""
     from imgcls.infer.classifier import Classifier
-    from imgcls.infer.predict import collect_images, predict_images
+    from imgcls.infer.predict import collect_images, predict_images, write_predictions_csv
     from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
@@ -117,21 +116,10 @@ def predict(
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
     else:
         for p in predictions:
-            others = "  ".join(f"{t['label']} {t['confidence']:.3f}" for t in p.top_k[1:])
-            typer.echo(f"{p.path}\t{p.label}\t{p.confidence:.3f}" + (f"\t({others})" if others else ""))
+            typer.echo(p.line())
     if csv_file:
-        _write_predictions_csv(csv_file, predictions)
+        write_predictions_csv(csv_file, predictions)
         err.print(f"wrote {csv_file}")
-
-
-def _write_predictions_csv(path: Path, predictions) -> None:
-    k = max(len(p.top_k) for p in predictions)
-    header = ["path", "label", "confidence"] + [f"{what}_{i}" for i in range(2, k + 1) for what in ("label", "confidence")]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for p in predictions:
-            writer.writerow([p.path, p.label, p.confidence] + [v for t in p.top_k[1:] for v in (t["label"], t["confidence"])])
 
 
 @app.command()
@@ -179,30 +167,14 @@ def export(
     chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
-    from imgcls.infer.export import default_target, export_run
+    from imgcls.infer.export import default_target, export_report, export_run
 
     import_tensorflow(chosen_device)
     target = out_dir or default_target(run_dir, format_, quantize)
     info = export_run(run_dir, format_, quantize, target, log=err.print)
-    check = info["verification"]
-    if "skipped" in check:
-        err.print(f"[yellow]warning:[/] {escape(check['skipped'])}", markup=True)
-    else:
-        err.print(f"top-1 agreement with best.keras: {check['top1_agreement']:.1%} of {check['images']} {check['subset']} images; "
-                  f"largest probability difference {check['max_probability_difference']:.2g}; "
-                  f"accuracy {check['keras_accuracy']:.1%} (keras) vs {check['exported_accuracy']:.1%} (exported)", highlight=False)
-        if check["top1_agreement"] < 1:
-            changed = round((1 - check["top1_agreement"]) * check["images"])
-            err.print(f"[yellow]note:[/] the export changed the top-1 class of {changed} of {check['images']} images", markup=True)
-    size, source_size = info["size_bytes"], info["source_size_bytes"]
-    ratio = ("the same size" if size == source_size else f"{source_size / size:.1f}x smaller" if size < source_size
-             else f"{size / source_size:.1f}x larger")
-    err.print(f"size: {_kilobytes(size)} ({target.name}) vs {_kilobytes(source_size)} (best.keras), {ratio}", highlight=False)
+    for line in export_report(info, target):
+        err.print(line, highlight=False)
     out.print(str(target), highlight=False)
-
-
-def _kilobytes(n: int) -> str:
-    return f"{n / 1024:,.1f} KiB"
 
 
 @app.command()
@@ -247,7 +219,7 @@ def evaluate(
     chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
-    from imgcls.infer.evaluate import evaluate_run, report_table
+    from imgcls.infer.evaluate import evaluate_run, evaluation_report
 
     import_tensorflow(chosen_device)
 
@@ -255,14 +227,8 @@ def evaluate(
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
-    checkpoint = result["checkpoint"]
-    source = f"{result['split']} split of {result['data']}" if result["split"] else result["data"]
-    out.print(f"[bold]{escape(result['run'])}[/]: {checkpoint['file']} (epoch {checkpoint['epoch']}, best {checkpoint['monitor']}) "
-              f"on the {escape(source)}: {result['images']} images, {len(result['classes'])} classes", highlight=False, markup=True)
-    top = f"   top-{result['top_k']['k']} accuracy [bold]{result['top_k']['accuracy']:.4f}[/]" if result["top_k"] else ""
-    out.print(f"accuracy [bold]{result['accuracy']:.4f}[/]{top}   loss [bold]{result['loss']:.4f}[/]", highlight=False, markup=True)
-    out.print(report_table(result))
-    out.print(f"wrote {', '.join(result['files'].values())} in {run_dir}", highlight=False)
+    for renderable in evaluation_report(result, run_dir):
+        out.print(renderable, highlight=False)
 
 
 @app.command("runs")
@@ -273,7 +239,7 @@ def runs_command(
 ):
     """List runs: name, date, model, epochs, best val accuracy, wall time, status."""
     from imgcls.run.layout import list_runs
-    from imgcls.run.status import describe_run
+    from imgcls.run.status import describe_run, runs_table
 
     described = [describe_run(run) for run in list_runs(runs_dir)]
     if as_json:
@@ -282,30 +248,8 @@ def runs_command(
     if not described:
         err.print(f"no runs in {runs_dir}/ (train one with: imgcls train configs/digits.yaml)")
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(header_style="bold", show_edge=False)
-    for column in ("run", "date", "model", "epochs", "best val acc", "wall time", "status"):
-        table.add_column(column, justify="right" if column in ("epochs", "best val acc", "wall time") else "left",
-                         no_wrap=column != "run")
-    for r in described:
-        accuracy = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
-        table.add_row(r["name"], r["date"], r["model"], f"{r['epochs_run']}/{r['epochs_planned']}", accuracy,
-                      _duration(r["wall_time_s"]), Text(r["status"].replace("_", " "), style=_STATUS_STYLE.get(r["status"], "")))
     # Piped output has no terminal width to respect: never squeeze names into "digits-2…".
-    (out if out.is_terminal else Console(width=200, markup=False)).print(table)
-
-
-_STATUS_STYLE = {"finished": "green", "stopped_early": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    (out if out.is_terminal else Console(width=200, markup=False)).print(runs_table(described))
 
 
 @app.command()
@@ -319,9 +263,11 @@ def summary(
     """Show a config's model: layers and parameter counts, without loading images."""
     from imgcls.config import load_config
 
+    from imgcls.data.folders import class_folders
+
     cfg = load_config(config, set_)
-    n = num_classes or _count_class_folders(cfg.data.dir)
-    if n is None:
+    n = num_classes or (len(class_folders(cfg.data.dir)) if Path(cfg.data.dir).is_dir() else None)
+    if not n:
         raise ImgclsError(f"data folder {cfg.data.dir} not found: pass --num-classes N to size the output layer")
 
     from imgcls.models import build_model
@@ -336,12 +282,6 @@ def summary(
     else:
         model.summary(print_fn=lambda line, **_: out.print(line, highlight=False, markup=False))
         out.print(f"{cfg.model.name}: {n} classes, {total:,} parameters ({trainable:,} trainable)", highlight=False)
-
-
-def _count_class_folders(data_dir: Path) -> int | None:
-    if not Path(data_dir).is_dir():
-        return None
-    return sum(1 for p in Path(data_dir).iterdir() if p.is_dir() and not p.name.startswith(".")) or None
 
 
 @app.command("config")

@@ -63,51 +63,60 @@ def history_figure(run_dirs: list[Path]):
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    fig, (ax_acc, ax_loss, ax_lr) = plt.subplots(1, 3, figsize=(17, 4.8), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    several = len(run_dirs) > 1
     learning_rates, run_handles = [], []
     for i, run in enumerate(run_dirs):
-        history = layout.read_history(run)
         colour = colours[i % len(colours)]
-        epochs = [row["epoch"] for row in history]
-        marker = "." if len(epochs) < 30 else None
         best = best_epoch(run)
-        for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
-            for prefix, style, what in (("", "-", "training"), ("val_", "--", "validation")):
-                values = [row.get(prefix + key) for row in history]
-                if any(v is not None for v in values):
-                    ax.plot(epochs, values, style, color=colour, marker=marker, label=what)
-            if best and f"val_{key}" in best:
-                ax.plot([best["epoch"]], [best[f"val_{key}"]], "*", color=colour, markersize=14, markeredgecolor="black",
-                        label=f"best epoch {int(best['epoch'])}")
-        rates = [row.get("lr") for row in history]
-        if any(r is not None for r in rates):
-            ax_lr.plot(epochs, rates, "-", color=colour, marker=marker, label="learning rate")
-            learning_rates += [r for r in rates if r is not None]
-        if best:
-            for ax in (ax_acc, ax_loss, ax_lr):
-                ax.axvline(best["epoch"], color=colour, linestyle=":", alpha=0.7)
+        learning_rates += _plot_run(axes, layout.read_history(run), best, colour)
         best_note = f" (best epoch {int(best['epoch'])})" if best else ""
         run_handles.append(Line2D([], [], color=colour, linewidth=3, label=f"{Path(run).name}{best_note}"))
-    if learning_rates and min(learning_rates) > 0 and max(learning_rates) / min(learning_rates) > 10:
-        ax_lr.set_yscale("log")  # schedules span decades: a linear axis flattens the tail
-    if not learning_rates:
-        ax_lr.text(0.5, 0.5, "no learning rate in history.csv", ha="center", va="center", transform=ax_lr.transAxes)
-    for ax, title in ((ax_acc, "Accuracy"), (ax_loss, "Loss"), (ax_lr, "Learning rate")):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if not several and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-    if several:
+    _finish_panels(axes, learning_rates, legends=len(run_dirs) == 1)
+    if len(run_dirs) > 1:
         styles = [Line2D([], [], color="gray", linestyle="-", label="training"),
                   Line2D([], [], color="gray", linestyle="--", label="validation"),
                   Line2D([], [], color="gray", marker="*", linestyle="", markersize=12, markeredgecolor="black",
                          label="best epoch (best.keras)")]
         fig.legend(handles=run_handles + styles, loc="outside lower center", ncol=min(3, len(run_handles) + 3), fontsize="small")
     return fig
+
+
+def _plot_run(axes, history: list[dict], best: dict | None, colour) -> list[float]:
+    """One run's curves on the three panels; returns its learning rates."""
+    ax_acc, ax_loss, ax_lr = axes
+    epochs = [row["epoch"] for row in history]
+    marker = "." if len(epochs) < 30 else None
+    for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        for prefix, style, what in (("", "-", "training"), ("val_", "--", "validation")):
+            values = [row.get(prefix + key) for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, color=colour, marker=marker, label=what)
+        if best and f"val_{key}" in best:
+            ax.plot([best["epoch"]], [best[f"val_{key}"]], "*", color=colour, markersize=14, markeredgecolor="black",
+                    label=f"best epoch {int(best['epoch'])}")
+    rates = [row.get("lr") for row in history]
+    if any(r is not None for r in rates):
+        ax_lr.plot(epochs, rates, "-", color=colour, marker=marker, label="learning rate")
+    if best:
+        for ax in axes:
+            ax.axvline(best["epoch"], color=colour, linestyle=":", alpha=0.7)
+    return [r for r in rates if r is not None]
+
+
+def _finish_panels(axes, learning_rates: list[float], legends: bool) -> None:
+    ax_lr = axes[2]
+    if learning_rates and min(learning_rates) > 0 and max(learning_rates) / min(learning_rates) > 10:
+        ax_lr.set_yscale("log")  # schedules span decades: a linear axis flattens the tail
+    if not learning_rates:
+        ax_lr.text(0.5, 0.5, "no learning rate in history.csv", ha="center", va="center", transform=ax_lr.transAxes)
+    for ax, title in zip(axes, ("Accuracy", "Loss", "Learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if legends and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
 
 
 # --------------------------------------------------------------------------- evaluation figures

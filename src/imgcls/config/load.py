@@ -13,9 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from imgcls.config.schema import (
-    LOSS_FOR_LABEL_MODE, SCHEDULE_NAMES, Config, CosineDecay, ExponentialDecay, ModelConfig, NoSchedule, PiecewiseConstant,
-)
+from imgcls.config.schedules import SCHEDULE_NAMES, CosineDecay, ExponentialDecay, NoSchedule, PiecewiseConstant
+from imgcls.config.schema import LOSS_FOR_LABEL_MODE, Config, ModelConfig
 from imgcls.errors import ImgclsError, did_you_mean, first_line
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from imgcls.config.schedules import CosineDecay, ExponentialDecay, PiecewiseConstant
 from imgcls.config.schema import (
-    CallbacksConfig, CosineDecay, DataConfig, EvaluateConfig, ExponentialDecay, FineTuneConfig, ModelConfig,
-    PiecewiseConstant, RuntimeConfig, TrainConfig,
+    CallbacksConfig, DataConfig, EvaluateConfig, FineTuneConfig, ModelConfig, RuntimeConfig, TrainConfig,
 )
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imgcls.data.folders import FolderScan, scan_folder
-from imgcls.data.scan import cache_folder
+from imgcls.data.scan_cache import cache_folder
 from imgcls.errors import ImgclsError
 
 if TYPE_CHECKING:

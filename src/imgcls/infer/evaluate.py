@@ -162,6 +162,21 @@ def summary_line(result: dict[str, Any]) -> str:
             f"loss {result['loss']:.4f}, macro F1 {result['macro_avg']['f1']:.4f}; wrote {result['files']['eval']} and plots")
 
 
+def evaluation_report(result: dict[str, Any], run: Path) -> list:
+    """What `imgcls evaluate` prints: what was evaluated, the headline figures, the per-class table, the files."""
+    from rich.text import Text
+
+    checkpoint = result["checkpoint"]
+    source = f"{result['split']} split of {result['data']}" if result["split"] else result["data"]
+    heading = Text.assemble((result["run"], "bold"), f": {checkpoint['file']} (epoch {checkpoint['epoch']}, best "
+                            f"{checkpoint['monitor']}) on the {source}: {result['images']} images, {len(result['classes'])} classes")
+    figures = Text.assemble("accuracy ", (f"{result['accuracy']:.4f}", "bold"))
+    if result["top_k"]:
+        figures.append_text(Text.assemble(f"   top-{result['top_k']['k']} accuracy ", (f"{result['top_k']['accuracy']:.4f}", "bold")))
+    figures.append_text(Text.assemble("   loss ", (f"{result['loss']:.4f}", "bold")))
+    return [heading, figures, report_table(result), Text(f"wrote {', '.join(result['files'].values())} in {run}")]
+
+
 def report_table(result: dict[str, Any]):
     """The per-class precision / recall / F1 / support table, with macro and weighted averages."""
     from rich.table import Table

@@ -293,3 +293,23 @@ def _describe(run, source, exported, fmt, quantize, model_path, folder, verifica
 def _model_size(folder: Path) -> int:
     """Bytes of the model itself: every file but labels.txt and export.json."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in (LABELS, EXPORT_INFO))
+
+
+def export_report(info: dict, target: Path) -> list[str]:
+    """What `imgcls export` says about an export: its check against best.keras and its size."""
+    check, lines = info["verification"], []
+    if "skipped" in check:
+        lines.append(f"warning: {check['skipped']}")
+    else:
+        lines.append(f"top-1 agreement with best.keras: {check['top1_agreement']:.1%} of {check['images']} {check['subset']} "
+                     f"images; largest probability difference {check['max_probability_difference']:.2g}; accuracy "
+                     f"{check['keras_accuracy']:.1%} (keras) vs {check['exported_accuracy']:.1%} (exported)")
+        if check["top1_agreement"] < 1:
+            changed = round((1 - check["top1_agreement"]) * check["images"])
+            lines.append(f"note: the export changed the top-1 class of {changed} of {check['images']} images")
+    size, source_size = info["size_bytes"], info["source_size_bytes"]
+    ratio = ("the same size" if size == source_size else f"{source_size / size:.1f}x smaller" if size < source_size
+             else f"{size / source_size:.1f}x larger")
+    kib = lambda n: f"{n / 1024:,.1f} KiB"  # noqa: E731
+    lines.append(f"size: {kib(size)} ({Path(target).name}) vs {kib(source_size)} (best.keras), {ratio}")
+    return lines

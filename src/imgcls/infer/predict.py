@@ -19,6 +19,7 @@ from imgcls.infer.classifier import Classifier, best_model_path, load_keras
 from imgcls.data.pipeline import image_batches
 from imgcls.data.scan import ScannedFile, scan_files
 from imgcls.errors import ImgclsError
+from imgcls.files import write_csv
 
 
 @dataclass
@@ -30,6 +31,11 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "label": self.label, "confidence": self.confidence, "top_k": self.top_k}
+
+    def line(self) -> str:
+        """path, label and confidence, tab-separated, then the other top-k labels in brackets."""
+        others = "  ".join(f"{t['label']} {t['confidence']:.3f}" for t in self.top_k[1:])
+        return f"{self.path}\t{self.label}\t{self.confidence:.3f}" + (f"\t({others})" if others else "")
 
 
 def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[ScannedFile]:
@@ -111,3 +117,13 @@ def to_predictions(files, probs: np.ndarray, class_names: list[str], top_k: int)
             top_k=[{"label": class_names[i], "confidence": round(float(p[i]), 6)} for i in order],
         ))
     return results
+
+
+def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
+    """path, label, confidence, then label_2, confidence_2, ... for the other top-k labels."""
+    k = max(len(p.top_k) for p in predictions)
+    rows = [{"path": p.path, "label": p.label, "confidence": p.confidence,
+             **{f"{what}_{i}": t[what] for i, t in enumerate(p.top_k[1:], start=2) for what in ("label", "confidence")}}
+            for p in predictions]
+    columns = ["path", "label", "confidence"] + [f"{what}_{i}" for i in range(2, k + 1) for what in ("label", "confidence")]
+    write_csv(path, [{column: row.get(column, "") for column in columns} for row in rows])

@@ -90,3 +90,30 @@ def describe_run(run: Path) -> dict[str, Any]:
         "status": run_status(run),
         "path": str(run),
     }
+
+
+STATUS_STYLE = {"finished": "green", "stopped_early": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
+
+
+def runs_table(described: list[dict[str, Any]]):
+    """The `imgcls runs` table (a rich Table) of `describe_run` rows."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold", show_edge=False)
+    for column in ("run", "date", "model", "epochs", "best val acc", "wall time", "status"):
+        table.add_column(column, justify="right" if column in ("epochs", "best val acc", "wall time") else "left",
+                         no_wrap=column != "run")
+    for r in described:
+        accuracy = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
+        table.add_row(r["name"], r["date"], r["model"], f"{r['epochs_run']}/{r['epochs_planned']}", accuracy,
+                      _duration(r["wall_time_s"]), Text(r["status"].replace("_", " "), style=STATUS_STYLE.get(r["status"], "")))
+    return table
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -11,6 +11,9 @@ its own, and the summary at the end says which policies the runs trained with.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +73,38 @@ def host_independent_auto(tmp_path_factory):
         yield
 
 
+_CURRENT_TEST: dict = {}
+TRAINING_FIXTURES = {"trained_run", "messy_run"}  # fixtures that train a run for the tests that read it
+
+
+def pytest_collection_modifyitems(items):
+    """A test that reads a run trained by a fixture is as slow as that training: the second tier."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item):
+    _CURRENT_TEST.update(name=item.nodeid, slow=item.get_closest_marker("slow") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fitting_is_marked_slow():
+    """The fast tier fits no model: a test (or the fixture it uses) that calls Model.fit must be marked slow."""
+    import keras
+
+    real_fit = keras.Model.fit
+
+    def fit(model, *args, **kwargs):
+        if not _CURRENT_TEST.get("slow", True):
+            pytest.fail(f"{_CURRENT_TEST['name']} fits a model: mark it @pytest.mark.slow", pytrace=False)
+        return real_fit(model, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keras.Model, "fit", fit)
+        yield
+
+
 def pytest_terminal_summary(terminalreporter):
     """Which precision policies the suite's runs trained with (config.yaml of every run folder), and this host's CPU."""
     from collections import Counter
@@ -77,7 +112,10 @@ def pytest_terminal_summary(terminalreporter):
     from imgcls.runtime import choose_precision, cpu_flags
 
     trained = Counter()
-    for root in _TEMP_ROOT:
+    # With pytest-xdist the runs are in the workers' temporary folders, below the main process' own.
+    factory = getattr(terminalreporter.config, "_tmp_path_factory", None)
+    roots = [factory.getbasetemp()] if factory is not None else _TEMP_ROOT
+    for root in roots:
         for config in root.rglob("config.yaml"):
             recorded = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("imgcls") or {}
             if "precision" in recorded:
@@ -290,3 +328,27 @@ def training(config=None, *overrides, runs_dir, resume=False, force=False, stop_
         return Training(0, "\n".join(lines))
     run, metrics = result
     return Training(exit_code(metrics), "\n".join(lines), run, metrics)
+
+
+@contextmanager
+def read_only(folder: Path):
+    """`folder` made really read-only, for root too: nothing can be created in it until the block ends.
+
+    chmod does not stop root (CI runs as root), so root sets the immutable flag (chattr +i), which the
+    kernel enforces for everyone; another user gets chmod 555.
+    """
+    folder = Path(folder)
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(mode)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("this file system cannot make a folder read-only for root (chattr +i)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

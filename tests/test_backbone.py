@@ -13,18 +13,12 @@ from conftest import write_config
 from imgcls.config import load_config
 from imgcls.errors import ImgclsError
 from imgcls.models import build_model
-from imgcls.models.backbone import BACKBONES, find_backbone
+from imgcls.models.backbone import find_backbone
 
 
 def backbone_model(size: int = 32, num_classes: int = 3, **options):
     config = load_config(raw={"data": {"dir": "x", "image_size": size}, "model": {"name": "backbone", **options}})
     return build_model(config, num_classes)
-
-
-@pytest.mark.parametrize("name", list(BACKBONES))
-def test_every_backbone_builds_from_scratch_at_32x32(name):
-    model = backbone_model(backbone=name, weights="none")
-    assert model.output.shape[-1] == 3 and find_backbone(model) is not None
 
 
 @pytest.mark.parametrize("name, module", [("vgg16", "vgg16"), ("resnet50", "resnet50"), ("mobilenet_v2", "mobilenet_v2")])
@@ -98,6 +92,7 @@ def test_frozen_phase_trains_only_the_head_and_unfreezing_top_layers_keeps_batch
     assert set(unfrozen) <= set(find_backbone(model).layers[-10:])
 
 
+@pytest.mark.slow
 def test_transfer_learning_runs_two_phases_as_one_run(cli, tmp_path, tiny_data, mobilenet_weights):
     config = write_config(tmp_path / "pretrained.yaml", tiny_data,
                           train={"epochs": 1, "learning_rate": 1e-3, "ema": True,

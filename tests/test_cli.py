@@ -64,6 +64,7 @@ def test_best_model_loads_with_keras_alone_and_outputs_probabilities(trained_run
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_overrides_and_categorical_labels_with_a_schedule(cli, tmp_path, tiny_config):
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=1",
                  "--set", "data.label_mode=categorical", "--set", "train.schedule={name: exponential_decay, decay_epochs: 1}")
@@ -75,6 +76,7 @@ def test_overrides_and_categorical_labels_with_a_schedule(cli, tmp_path, tiny_co
     assert len(layout.read_history(run)) == 1
 
 
+@pytest.mark.slow
 def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
     data = make_image_folder(tmp_path / "data", classes={"cat": (200, 50, 50), "dog": (50, 50, 200)}, per_class=8)
     config = write_config(tmp_path / "binary.yaml", data, data={"label_mode": "binary"}, train={"epochs": 1})
@@ -89,6 +91,7 @@ def test_binary_run_predicts_two_class_probabilities(cli, tmp_path):
     assert report["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_evaluation_after_training_says_the_run_is_saved(cli, tmp_path, tiny_config, monkeypatch):
     from imgcls.infer import evaluate
 
@@ -104,6 +107,7 @@ def test_ctrl_c_during_the_evaluation_after_training_says_the_run_is_saved(cli, 
     assert json.loads((run / "metrics.json").read_text())["status"] == "finished" and (run / "best.keras").is_file()
 
 
+@pytest.mark.slow
 def test_a_real_ctrl_c_mid_training_keeps_completed_epochs_and_exits_130(tmp_path, tiny_data):
     """SIGINT, as a terminal sends it, to a training process between its first epoch and its last."""
     config = write_config(tmp_path / "c.yaml", tiny_data, data={"batch_size": 1}, train={"epochs": 500})
@@ -121,6 +125,7 @@ def test_a_real_ctrl_c_mid_training_keeps_completed_epochs_and_exits_130(tmp_pat
     assert process.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr and "interrupted (Ctrl-C):" in stderr and "resume with: imgcls train --resume" in stderr
     run = (runs_dir / "latest").resolve()
+    assert layout.read_config(run)["imgcls"]["command"] == f"imgcls train {config} --runs-dir {runs_dir}"  # to repeat it
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["stopped_by"] == "SIGINT" and 1 <= metrics["epochs_run"] < 500
     # Every backed-up epoch is in history.csv (one more row when SIGINT came between the two writes).
@@ -136,6 +141,7 @@ def checkpoints_saved(run) -> int:
     return backup_epoch(run)
 
 
+@pytest.mark.slow
 def test_early_stopping_records_the_status(cli, tmp_path, tiny_config):
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=6", "--set", "train.learning_rate=1e-9",
                  "--set", "callbacks.early_stopping={enabled: true, patience: 1, monitor: val_loss, min_delta: 1.0}")

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 
+pytestmark = pytest.mark.slow  # every test here trains, or reads a run trained for this module
+
 FAKE_GPU = str(Path(__file__).with_name("fake_gpu.py"))
 GPU = "/physical_device:GPU:0"
 

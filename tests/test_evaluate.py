@@ -143,6 +143,7 @@ def test_training_evaluates_the_best_checkpoint_into_the_run_folder(trained_run)
     assert report["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_checkpoint_not_the_last_epoch(cli, tmp_path, tiny_config):
     """Checkpoint on the *highest* val_loss: best.keras is an early epoch, the model in memory the last one."""
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=3",
@@ -239,6 +240,20 @@ def test_error_evaluate_when_split_images_are_gone_names_them(cli, trained_run, 
     rows = layout.read_split(run) + [{"path": "red/ghost.png", "class": "red", "subset": "val"}]
     files.write_csv(run / "split.csv", rows)
     assert_user_error(cli("evaluate", run), "1 of the 10 val images in split.csv are missing", "red/ghost.png")
+
+
+def test_evaluate_decodes_each_image_once_and_caches_nothing(cli, trained_run, tmp_path, monkeypatch):
+    """One pass over the images: a cache would only hold every decoded image in memory (it did, once)."""
+    import tensorflow as tf
+
+    def no_cache(self, *args, **kwargs):
+        raise AssertionError("evaluate cached a dataset")
+
+    monkeypatch.setattr(tf.data.Dataset, "cache", no_cache)
+    run = shutil.copytree(trained_run, tmp_path / trained_run.name)
+    result = cli("evaluate", run, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 9
 
 
 def test_evaluate_reads_the_recorded_split_instead_of_splitting_again(cli, trained_run, tmp_path):

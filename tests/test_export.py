@@ -15,6 +15,8 @@ from test_cli import assert_user_error
 
 from imgcls.run import layout
 
+pytestmark = pytest.mark.slow  # every test here trains, or reads a run trained for this module
+
 EXPORTS = [("keras", "none"), ("savedmodel", "none"), ("tflite", "none"),
            ("tflite", "float16"), ("tflite", "dynamic"), ("tflite", "int8")]
 IDS = [f"{fmt}-{quantize}" for fmt, quantize in EXPORTS]
@@ -172,10 +174,29 @@ def test_saved_model_cli_lists_the_serving_signatures(run, exports):
         assert f"signature_def['{signature}']" in shown.stdout
 
 
-def test_int8_model_takes_raw_uint8_pixels(run, exports):
-    info = json.loads((export_folder(run, "tflite", "int8") / "export.json").read_text())
-    assert info["input"]["dtype"] == "uint8" and info["input"]["quantization"]["scale"] > 0
-    assert info["verification"]["required_agreement"] is None
+def test_int8_model_takes_raw_uint8_pixels(run, exports, tiny_data):
+    """A device feeds the decoded pixels as they are: input scale 1, zero point 0, uint8, no conversion."""
+    from imgcls.data.pipeline import load_image
+    from imgcls.infer.classifier import Classifier
+    from imgcls.infer.predict import class_probabilities
+
+    folder = export_folder(run, "tflite", "int8")
+    info = json.loads((folder / "export.json").read_text())
+    assert info["input"]["dtype"] == "uint8" and info["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert info["verification"]["required_agreement"] == 0.9
+    interpreter = Classifier.from_path(folder / "model.tflite").model
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    files = all_images(tiny_data)
+    labels = []
+    for file in files:
+        pixels = load_image(str(file), (32, 32), 3).numpy()[None]  # uint8, straight from the decoder
+        interpreter.resize_tensor_input(source["index"], pixels.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], pixels)
+        interpreter.invoke()
+        labels.append(int(interpreter.get_tensor(target["index"])[0].argmax()))
+    expected = class_probabilities(Classifier.from_run(run), files).argmax(1)
+    assert np.mean(np.array(labels) == expected) >= 0.9
 
 
 # --------------------------------------------------------------------------- re-export, --out
@@ -252,12 +273,26 @@ def test_error_tflite_conversion_failure_leaves_no_folder(cli, run, tmp_path, mo
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_error_export_that_fails_its_check_is_not_kept(cli, run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt, quantize", [("keras", "none"), ("tflite", "int8")], ids=["keras", "tflite-int8"])
+def test_error_an_export_that_does_not_answer_like_best_keras_is_refused(cli, run, tmp_path, monkeypatch, fmt, quantize):
+    """The check catches a real mistake: the written model's weights are not best.keras' (here, shuffled before writing)."""
     from imgcls.infer import export
 
-    monkeypatch.setattr(export, "MIN_AGREEMENT", 1.01)  # no model can pass: the check must refuse it
-    out = tmp_path / "keras"
-    assert_user_error(cli("export", run, "--format", "keras", "--out", out), "agrees with best.keras on only", "nothing was written")
+    real_writer = export.WRITERS[fmt]
+
+    def write_other_weights(source, folder, quantize, representative):
+        trained = source.model.get_weights()
+        rng = np.random.default_rng(0)
+        source.model.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in trained])
+        try:
+            return real_writer(source, folder, quantize, representative)
+        finally:
+            source.model.set_weights(trained)  # best.keras, as the check compares against it
+
+    monkeypatch.setitem(export.WRITERS, fmt, write_other_weights)
+    out = tmp_path / fmt
+    assert_user_error(cli("export", run, "--format", fmt, "--quantize", quantize, "--out", out),
+                      "agrees with best.keras on only", "nothing was written")
     assert not list(tmp_path.iterdir())
 
 

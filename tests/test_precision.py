@@ -23,6 +23,8 @@ from test_export import EXPORTS, IDS, MODEL_IN, export_folder
 from imgcls import files
 from imgcls.run import layout
 
+pytestmark = pytest.mark.slow  # every test here trains, or reads a run trained for this module
+
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
 
 

@@ -72,6 +72,7 @@ def _fit_tiny(ema: bool, stop_after_first_epoch: bool, checkpoint):
     return initial, model.get_weights()[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stopped_early", [False, True])
 def test_ema_weights_are_in_best_keras_and_in_the_model_after_training(tmp_path, stopped_early):
     saved = tmp_path / "best.keras"
@@ -83,6 +84,7 @@ def test_ema_weights_are_in_best_keras_and_in_the_model_after_training(tmp_path,
     np.testing.assert_allclose(keras.saving.load_model(saved).get_weights()[0], averaged, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_time_limit_stops_cleanly_and_writes_every_artifact(cli, tmp_path, tiny_config):
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=50",
                  "--set", "train.time_limit_minutes=0.001", *(f"--set={s}" for s in TINY_MODEL))
@@ -92,3 +94,7 @@ def test_time_limit_stops_cleanly_and_writes_every_artifact(cli, tmp_path, tiny_
     assert metrics["status"] == "time_limit" and metrics["epochs_run"] < 50
     for name in ("best.keras", "history.csv", "history.png", "eval.json"):
         assert (run / name).is_file(), name
+    history = (run / "history.csv").read_text()
+    again = cli("train", "--resume", run)  # its backup went when it ended: nothing to resume, nothing overwritten
+    assert again.exit_code == 0 and "already stopped at its time limit; nothing to resume" in again.stderr
+    assert (run / "history.csv").read_text() == history

@@ -18,6 +18,26 @@ def _copy(trained_run, tmp_path):
     return shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
 
 
+# --------------------------------------------------------------------------- runs/latest
+
+
+def test_commands_use_the_newest_run_when_there_are_several(cli, trained_run, tmp_path):
+    """latest, not any run: two runs in one folder, the second made last, and every reader picks the second."""
+    runs_dir = tmp_path / "runs"
+    older = shutil.copytree(trained_run, runs_dir / "tiny-20260101-000000")
+    newer = shutil.copytree(trained_run, runs_dir / "tiny-20260102-000000")
+    layout.point_latest(runs_dir, newer)
+    evaluated = json.loads(cli("evaluate", "--runs-dir", runs_dir, "--json").stdout)
+    assert evaluated["run"] == newer.name and (newer / "eval.json").stat().st_mtime >= (older / "eval.json").stat().st_mtime
+    plotted = cli("plot", "--runs-dir", runs_dir)
+    assert plotted.stdout.strip() == str(newer.resolve() / "history.png")
+    exported = cli("export", "--runs-dir", runs_dir, "--format", "keras")
+    assert exported.exit_code == 0, exported.output
+    assert (newer / "export" / "keras").is_dir() and not (older / "export").exists()
+    layout.point_latest(runs_dir, older)
+    assert json.loads(cli("evaluate", "--runs-dir", runs_dir, "--json").stdout)["run"] == older.name
+
+
 # --------------------------------------------------------------------------- imgcls runs
 
 
@@ -111,6 +131,7 @@ def test_history_plot_of_several_runs_names_each_in_one_legend(trained_run, tmp_
 # --------------------------------------------------------------------------- TensorBoard
 
 
+@pytest.mark.slow
 def test_tensorboard_callback_writes_event_files_into_the_run(cli, tmp_path, tiny_config):
     result = cli("train", tiny_config, "--runs-dir", tmp_path, "--set", "train.epochs=1",
                  "--set", "callbacks.tensorboard=true", "--set", "evaluate.after_training=false")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
-    MESSY_BAD, exif_rotated_jpeg, make_image_folder, make_messy_folder, png_header, truncated_jpeg,
+    MESSY_BAD, exif_rotated_jpeg, make_image_folder, make_messy_folder, png_header, read_only, truncated_jpeg,
 )
 from PIL import Image
 
@@ -158,10 +158,11 @@ def test_read_only_data_folder_caches_in_the_user_cache_dir(tmp_path, monkeypatc
     data = make_image_folder(tmp_path / "d", per_class=2)
     Image.new("RGB", (8, 8)).save(data / "red" / "photo.webp")
     monkeypatch.setenv("IMGCLS_CACHE_DIR", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
-    scan = scan_folder(data)
+    with read_only(data):
+        scan = scan_folder(data)
+        assert not (data / CACHE_DIR_NAME).exists()
     [converted] = [r for f, r in zip(scan.files, scan.readable) if f != r]
-    assert Path(converted).is_relative_to(tmp_path / "user-cache")
+    assert Path(converted).is_relative_to(tmp_path / "user-cache") and Path(converted).is_file()
 
 
 def test_empty_class_is_an_error_unless_allow_empty_classes_drops_it(tmp_path):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class Options(BaseModel):
@@ -56,3 +56,14 @@ def register_model(options: type[Options], name: str | None = None, rescale: boo
         return builder
 
     return decorate
+
+
+def register_preset(name: str, base: str, description: str, **defaults) -> None:
+    """`base`'s builder under another name, with other defaults for its options (keras-hub's presets as data)."""
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    entry = MODELS[base]
+    fields = {key: (entry.options.model_fields[key].annotation,
+                    Field(value, description=entry.options.model_fields[key].description)) for key, value in defaults.items()}
+    options = create_model(f"{name}_options", __base__=entry.options, **fields)
+    MODELS[name] = RegisteredModel(name, entry.builder, options, description, entry.rescale)

@@ -1,7 +1,6 @@
 """simple_cnn: the Conv2D / Pooling / Dropout stack of the tutorials, configurable.
 
-Two presets reproduce the seed notebooks exactly (parameter counts at 224x224):
-`celebs_cnn` (17 classes: 9,536,945) and `monkeypox_cnn` (2 classes: 22,175,138).
+The seed notebooks' CNNs are presets of it (`imgcls.models.presets`).
 """
 
 from __future__ import annotations
@@ -65,39 +64,3 @@ def simple_cnn(x, options: SimpleCNNOptions):
     if options.head_dropout:
         x = layers.Dropout(options.head_dropout)(x)
     return x
-
-
-class CelebsCNNOptions(SimpleCNNOptions):
-    filters: list[int] = [16, 32, 64, 128]
-    padding: Literal["valid", "same"] = "valid"
-    pooling: Literal["avg", "max"] = "avg"
-    pool: list[bool] | bool = [True, True, True, False]
-    batch_norm: bool = False
-    dropout: list[float] | float = [0.0, 0.5, 0.5, 0.5]
-    head: Literal["flatten", "gap"] = "flatten"
-    dense: list[int] = [128]
-    head_dropout: float = 0.0
-
-
-@register_model(CelebsCNNOptions)
-def celebs_cnn(x, options: CelebsCNNOptions):
-    """The 17-film-stars tutorial CNN: 4 conv, average pooling, dropout 0.5, flatten, dense 128."""
-    return simple_cnn(x, options)
-
-
-class MonkeypoxCNNOptions(SimpleCNNOptions):
-    filters: list[int] = [16, 32, 64]
-    padding: Literal["valid", "same"] = "valid"
-    pooling: Literal["avg", "max"] = "avg"
-    pool: list[bool] | bool = [True, True, False]
-    batch_norm: bool = False
-    dropout: list[float] | float = [0.0, 0.3, 0.3]
-    head: Literal["flatten", "gap"] = "flatten"
-    dense: list[int] = [128]
-    head_dropout: float = 0.0
-
-
-@register_model(MonkeypoxCNNOptions)
-def monkeypox_cnn(x, options: MonkeypoxCNNOptions):
-    """The monkeypox tutorial CNN: 3 conv, average pooling, dropout 0.3, flatten, dense 128."""
-    return simple_cnn(x, options)

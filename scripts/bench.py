@@ -1,7 +1,7 @@
 """Benchmark: imgcls against the hand-written Keras script it replaces.
 
     python scripts/bench.py --quick      # about two minutes: routine check
-    python scripts/bench.py              # the figures README quotes
+    python scripts/bench.py              # the figures docs/benchmarks.md records
 
 It builds a synthetic, learnable folder-per-class JPEG dataset shaped like the
 celebrity task (17 classes, 1,800 images of mixed sizes around 180-400 px),

@@ -164,6 +164,16 @@ def test_readme_test_command_is_the_one_ci_runs():
         f"README.md does not give CI's test command verbatim on a line of its own: {command}")
 
 
+def test_the_run_folder_contract_names_every_file_the_code_writes():
+    """docs/runs.md is the one place the run folder is described; every name run/layout.py spells is in it."""
+    from imgcls.run import layout
+
+    contract = (DOCS / "runs.md").read_text(encoding="utf-8")
+    names = [value for key, value in vars(layout).items() if key.isupper() and isinstance(value, str) and key != "LATEST"]
+    missing = [name for name in names if f"`{name}" not in contract]
+    assert not missing, f"docs/runs.md does not describe {missing}"
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write-config"]:
         write_config_md()

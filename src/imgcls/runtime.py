@@ -147,7 +147,7 @@ def setup_runtime(runtime: RuntimeConfig, distribute: bool = False) -> RuntimeIn
         tf.config.experimental.enable_op_determinism()
     precision, why = choose_precision(runtime.precision, [_compute_capability(tf, g) for g in gpus], cpu_flags())
     keras.mixed_precision.set_global_policy(precision)
-    # XLA: a clear win on GPUs; on CPUs measured 3x slower per step here (AVX2) and 7-9x on an AVX-512 CPU.
+    # XLA: a clear win on GPUs; on CPUs it measured several times slower per step (docs/benchmarks.md).
     jit = bool(gpus) if runtime.jit_compile == "auto" else runtime.jit_compile
 
     device = ", ".join(g.name.replace("/physical_device:", "") for g in gpus) if gpus else "CPU"
@@ -191,8 +191,8 @@ def _tf_config() -> dict:
 # What bf16 training did against float32 on each kind of CPU, measured with scripts/bench_runtime.py
 # (figures, flags and command in docs/benchmarks.md). `auto` picks bf16 only where it was measured faster.
 BF16_MEASURED = {
-    "avx512_bf16": ("mixed_bfloat16", "bf16 measured 1.6x faster than float32 on such a CPU"),
-    "avx2": ("float32", "bf16 is emulated there, measured 4x slower than float32"),
+    "avx512_bf16": ("mixed_bfloat16", "bf16 measured faster than float32 on such a CPU"),
+    "avx2": ("float32", "bf16 is emulated there, measured several times slower than float32"),
 }
 CPU_KINDS = {
     "amx": "CPU has amx_bf16 (AMX)",
@@ -249,9 +249,9 @@ def _compute_capability(tf, gpu) -> tuple[int, int] | None:
 def _set_threads(tf, runtime: RuntimeConfig) -> None:
     """Thread pools must be sized before TensorFlow runs its first op; unset means TensorFlow's default (all cores).
 
-    inter-op 1 was the CPU default once (less peak memory); measured again, 4
-    runs each, it cost 7% of training speed here (28.0 vs 30.3 images/s), so
-    every default is TensorFlow's.
+    inter-op 1 was the CPU default once (less peak memory); measured again it
+    trained slower (docs/benchmarks.md, "Threads and XLA"), so every default
+    is TensorFlow's.
     """
     try:
         if runtime.threads:

@@ -135,8 +135,8 @@ def _without_autotune_thread(tf):
     Its optimisation loop sleeps for up to a minute between passes and is not
     woken when an iterator is deleted mid-stream, which is how `fit` with
     steps_per_epoch leaves the training iterator: the last epoch was followed
-    by 15-42 s of idle waiting (TF 2.21, measured), and `imgcls predict` on 500
-    images waited about 4.5 s at the end of one call in two. Options reach
+    by seconds of idle waiting, and so was the end of one `imgcls predict` in
+    two (docs/benchmarks.md, "Speed"). Options reach
     every dataset built on this one, but not through `flat_map`, so
     `make_dataset` sets them again on its result. Parallel maps still use one
     call per CPU core and prefetch still grows its buffer as needed.

@@ -268,7 +268,7 @@ def _describe(run, source, exported, fmt, quantize, model_path, folder, verifica
                    else "class probabilities, in labels.txt order"},
         "preprocessing": (f"decode the image (JPEG, PNG, BMP or the first GIF frame) to {channels} channel(s), "
                           f"resize to {height}x{width} (bilinear, antialiased, aspect ratio not kept), round to 0-255; "
-                          "no normalisation: the model rescales by 1/255 itself (imgcls.data.load_image)"),
+                          "no normalisation: the model rescales by 1/255 itself (imgcls.data.pipeline.load_image)"),
         # The training precision stays with training: every export computes in float32 unless quantized.
         "precision": {"trained": config.get("imgcls", {}).get("precision"), "computes": COMPUTES[quantize]},
         "classes": classes,

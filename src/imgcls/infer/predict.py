@@ -93,7 +93,7 @@ def class_probabilities(classifier: Classifier, readable: list[str], batch_size:
 
     The one batched prediction path: predict, evaluate and export's check all
     come here. 32 a batch: measured faster than 64 on a 2-core CPU
-    (docs/benchmarks.md).
+    (docs/benchmarks.md, "Predict").
     """
     batches = image_batches(readable, classifier.image_size, classifier.channels, batch_size)
     return np.concatenate([classifier.predict_batch(batch) for batch in batches])

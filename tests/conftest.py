@@ -155,23 +155,30 @@ def mobilenet_weights(tmp_path_factory) -> Path:
     return path
 
 
+def run_cli(*args):
+    """`imgcls ARGS` in-process; returns click's Result (exit_code, stdout, stderr). For any fixture scope."""
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_user_error(result, *fragments):
+    """A user error as imgcls reports one: exit code 2, no traceback, every fragment in the one line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
 @pytest.fixture
 def cli():
-    """Run `imgcls ...` in-process; returns click's Result (exit_code, stdout, stderr)."""
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
+    """`run_cli` as a fixture, for tests."""
+    return run_cli
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_config) -> Path:
     """One finished run, shared by the tests that only read artifacts."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    result = CliRunner().invoke(app, ["train", str(tiny_config), "--runs-dir", str(runs_dir), "--name", "tiny"],
-                                catch_exceptions=False)
+    result = run_cli("train", tiny_config, "--runs-dir", runs_dir, "--name", "tiny")
     assert result.exit_code == 0, result.output
     return (runs_dir / "latest").resolve()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import MESSY_BAD, make_image_folder, make_messy_folder, write_config
+from conftest import MESSY_BAD, assert_user_error, make_image_folder, make_messy_folder, run_cli, write_config
 
 from imgcls import files
 from imgcls.run import layout
@@ -231,10 +231,6 @@ def test_predict_on_a_folder_skips_bad_files_with_a_warning(cli, trained_run, tm
 @pytest.fixture(scope="module")
 def messy_run(tmp_path_factory):
     """One epoch over make_messy_folder, with copies of one photo and a held-out test split."""
-    from typer.testing import CliRunner
-
-    from imgcls.cli import app
-
     root = tmp_path_factory.mktemp("messy")
     data = make_messy_folder(root / "photos")
     original = data / "blue" / "00.jpg"
@@ -242,7 +238,7 @@ def messy_run(tmp_path_factory):
         (data / "blue" / f"00 ({i}).jpg").write_bytes(original.read_bytes())
     config = write_config(root / "messy.yaml", data, data={"allow_empty_classes": True, "test_split": 0.2},
                           train={"epochs": 1, "class_weight": "balanced"})
-    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(root / "runs")], catch_exceptions=False)
+    result = run_cli("train", config, "--runs-dir", root / "runs")
     return result, (root / "runs" / "latest").resolve(), data
 
 
@@ -342,13 +338,6 @@ def test_models_lists_the_registry(cli):
 
 
 # --------------------------------------------------------------------------- errors
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("name, exists, problem", [("photo[red].png", True, "not an image"),

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from conftest import assert_user_error, write_config
 
 pytestmark = pytest.mark.slow  # every test here trains, or reads a run trained for this module
 
@@ -78,16 +78,12 @@ def test_auto_on_a_tensor_core_gpu_trains_in_mixed_float16_with_xla(commands):
 
 
 def test_a_device_that_is_not_a_device_is_a_clear_error(cli, trained_run, tiny_data):
-    from test_cli import assert_user_error
-
     assert_user_error(cli("predict", tiny_data / "red" / "000.png", "--run", trained_run, "--device", "tpu"),
                       "--device tpu: use auto | cpu | gpu | a GPU index")
 
 
 def test_asking_for_a_gpu_on_a_machine_without_one_says_what_to_install(cli, trained_run, tiny_data):
     import tensorflow as tf
-    from test_cli import assert_user_error
-
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
     assert_user_error(cli("predict", tiny_data / "red" / "000.png", "--run", trained_run, "--device", "gpu"),

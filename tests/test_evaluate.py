@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
-from test_cli import assert_user_error
+from conftest import assert_user_error, make_image_folder
 
 from imgcls import files
 from imgcls.run import layout

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_cli import assert_user_error
+from conftest import assert_user_error, run_cli
 
 from imgcls.run import layout
 
@@ -34,13 +34,9 @@ def run(trained_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exports(run) -> dict:
     """Each format and quantization exported once, with the default output folder: {(format, quantize): result}."""
-    from typer.testing import CliRunner
-
-    from imgcls.cli import app
-
     results = {}
     for fmt, quantize in EXPORTS:
-        result = CliRunner().invoke(app, ["export", str(run), "--format", fmt, "--quantize", quantize], catch_exceptions=False)
+        result = run_cli("export", run, "--format", fmt, "--quantize", quantize)
         assert result.exit_code == 0, result.output
         results[fmt, quantize] = result
     return results

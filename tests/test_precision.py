@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
-from conftest import training, write_config
+from conftest import run_cli, training, write_config
 from test_export import EXPORTS, IDS, MODEL_IN, export_folder
 
 from imgcls import files
@@ -26,14 +26,6 @@ from imgcls.run import layout
 pytestmark = pytest.mark.slow  # every test here trains, or reads a run trained for this module
 
 POLICIES = ["float32", "mixed_bfloat16", "mixed_float16"]
-
-
-def imgcls(*args):
-    from typer.testing import CliRunner
-
-    from imgcls.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module", params=POLICIES)
@@ -45,7 +37,7 @@ def trained(request, tmp_path_factory, tiny_data):
     stopped = training(config, runs_dir=root / "runs", stop_after_epoch=1)
     resumed = training(resume=True, runs_dir=root / "runs")
     run = (root / "runs" / "latest").resolve()
-    exports = {(fmt, quantize): imgcls("export", run, "--format", fmt, "--quantize", quantize) for fmt, quantize in EXPORTS}
+    exports = {(fmt, quantize): run_cli("export", run, "--format", fmt, "--quantize", quantize) for fmt, quantize in EXPORTS}
     return SimpleNamespace(policy=policy, run=run, stopped=stopped, resumed=resumed, exports=exports)
 
 
@@ -54,7 +46,7 @@ def images(tiny_data):
 
 
 def predicted_labels(run, files) -> list[str]:
-    result = imgcls("predict", *files, "--run", run, "--json")
+    result = run_cli("predict", *files, "--run", run, "--json")
     assert result.exit_code == 0, result.output
     return [p["label"] for p in json.loads(result.stdout)]
 
@@ -176,7 +168,7 @@ def test_float32_artifacts_agree_with_the_model_as_it_trained(trained, tiny_data
 def test_predict_and_evaluate_answer_alike(trained, tiny_data):
     val = [path for path, _ in layout.subset_images(trained.run, "val")]
     labels = predicted_labels(trained.run, val)
-    result = imgcls("evaluate", trained.run, "--json")
+    result = run_cli("evaluate", trained.run, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     truth = [name for _, name in layout.subset_images(trained.run, "val")]
@@ -188,7 +180,7 @@ def test_predict_and_evaluate_answer_alike(trained, tiny_data):
 def test_every_export_predicts_the_labels_of_the_run(trained, tiny_data, fmt, quantize):
     files = images(tiny_data)
     by_run = predicted_labels(trained.run, files)
-    by_model = imgcls("predict", *files, "--model", export_folder(trained.run, fmt, quantize) / MODEL_IN[fmt], "--json")
+    by_model = run_cli("predict", *files, "--model", export_folder(trained.run, fmt, quantize) / MODEL_IN[fmt], "--json")
     assert by_model.exit_code == 0, by_model.output
     agreement = np.mean(np.array(by_run) == np.array([p["label"] for p in json.loads(by_model.stdout)]))
     assert agreement >= (0.9 if quantize == "int8" else 1.0)
@@ -239,11 +231,11 @@ def test_the_standalone_litert_interpreter_gives_the_labels_of_imgcls_predict(tr
 
 def test_a_run_trained_with_xla_exports_to_tflite(tmp_path, tiny_data):
     config = write_config(tmp_path / "xla.yaml", tiny_data, train={"epochs": 1}, runtime={"jit_compile": True})
-    result = imgcls("train", config, "--runs-dir", tmp_path / "runs")
+    result = run_cli("train", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert "precision float32, XLA" in result.stderr
     run = (tmp_path / "runs" / "latest").resolve()
     assert layout.read_config(run)["imgcls"]["jit_compile"] is True
-    exported = imgcls("export", run, "--format", "tflite")
+    exported = run_cli("export", run, "--format", "tflite")
     assert exported.exit_code == 0, exported.output
     assert json.loads((export_folder(run, "tflite", "none") / "export.json").read_text())["verification"]["passed"]

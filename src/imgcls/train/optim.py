@@ -7,7 +7,6 @@ schedule built but never used cannot happen.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

@@ -97,3 +97,55 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader (no Python objects), where a key given twice in one mapping is an error, not a silent override."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text parsed with the safe loader; a duplicate key raises yaml.YAMLError like any other mistake."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def check_writable(path: Path, option: str, folder: bool = False) -> None:
+    """Fail before any work when `path` (a file, or with `folder` a folder) cannot be written, naming `option`.
+
+    A folder given for a file, a missing parent, a read-only place: known
+    now, they would otherwise throw a computed result away.
+    """
+    from imgcls.errors import ImgclsError
+
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ImgclsError(f"{option} {path}: that is a folder; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise ImgclsError(f"{option} {path}: that is a file; give a folder")
+    place = path if folder and path.is_dir() else path.parent
+    while not place.exists() and place != place.parent:  # a folder to be made: its nearest existing ancestor
+        place = place.parent
+    if not folder and not path.parent.is_dir():
+        raise ImgclsError(f"{option} {path}: the folder {path.parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=place, prefix=".imgcls-write-test."):
+            pass  # os.access says yes to root on a read-only file system
+    except OSError as exc:
+        raise ImgclsError(f"{option} {path}: cannot write in {place} ({exc.strerror})") from None
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (Python keeps undecodable bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

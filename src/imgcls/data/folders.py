@@ -18,6 +18,8 @@ import numpy as np
 from imgcls.data.scan import FileCheck, scan_files
 from imgcls.errors import ImgclsError
 
+RUNS_MARKER = ".imgcls-runs"  # written into every runs folder: imgcls' output is never data
+
 
 @dataclass
 class FolderScan:
@@ -32,6 +34,7 @@ class FolderScan:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path relative to root, reason)
     ignored: int = 0  # hidden files and files that are not images
     dropped_classes: list[str] = field(default_factory=list)  # empty, dropped by allow_empty_classes
+    nested_classes: list[str] = field(default_factory=list)  # the same sub-folders in every class: root one level too high?
     scanned: int = 0  # files looked at
     cached: int = 0  # of which answered by the cache
     seconds: float = 0.0
@@ -48,12 +51,13 @@ def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: 
     start = time.perf_counter()
     root = Path(root)
     names = _required_classes(root, class_names, ignore_classes, key)
-    keys, labels, ignored = [], [], 0
+    keys, labels, ignored, unlisted = [], [], 0, []
     for index, name in enumerate(names):
-        found, hidden = _walk(root, name)
+        found, hidden, cannot_list = _walk(root, name)
         keys += found
         labels += [index] * len(found)
         ignored += hidden
+        unlisted += cannot_list
     paths = [os.path.join(root, key) for key in keys]  # plain strings: pathlib is slow for 100,000 files
     scanned, cached = scan_files(paths, root, prune=True)
 
@@ -70,6 +74,8 @@ def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: 
         else:
             scan.ignored += 1
     scan.ignored += ignored
+    scan.bad += unlisted
+    scan.nested_classes = _shared_subfolders(root, names)
     scan.labels = np.asarray(kept_labels, dtype=np.int64)
     if scan.bad and on_bad_image == "error":
         raise ImgclsError(f"{root}: {len(scan.bad)} bad image file(s): {describe_bad(scan.bad)}; fix or remove them, "
@@ -87,8 +93,27 @@ def describe_bad(bad: list[tuple[str, str]], limit: int = 3) -> str:
 
 
 def class_folders(root: Path) -> list[str]:
-    """The class names of a folder-per-class tree: its sub-folders, sorted; hidden ones (.imgcls_cache) skipped."""
-    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class names of a folder-per-class tree: its sub-folders, sorted.
+
+    Skipped: hidden folders (.imgcls_cache) and imgcls' own runs folders (a
+    `--runs-dir` inside the data folder, or `data.dir: .` beside `runs/`), which
+    are never data. A name that is not valid UTF-8 is an error: it could not be
+    written into classes.json or split.csv.
+    """
+    names = sorted(p.name for p in Path(root).iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and not is_runs_folder(p))
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            raise ImgclsError(f"{Path(root).resolve()}: the class folder name {shown!r} is not valid UTF-8; rename it") from None
+    return names
+
+
+def is_runs_folder(folder: Path) -> bool:
+    """Whether `folder` holds imgcls runs: it has the marker create_run writes, or a `latest` pointer."""
+    return (folder / RUNS_MARKER).exists() or os.path.lexists(folder / "latest")
 
 
 def _required_classes(root: Path, class_names: list[str] | None, ignore: list[str], key: str) -> list[str]:
@@ -113,13 +138,34 @@ def _required_classes(root: Path, class_names: list[str] | None, ignore: list[st
     return list(class_names)
 
 
-def _walk(root: Path, class_name: str) -> tuple[list[str], int]:
-    """Paths ("class/sub/file", sorted) of every file under root/class_name, and how many hidden files were skipped.
+def _shared_subfolders(root: Path, names: list[str]) -> list[str]:
+    """The sub-folder names every class folder has, when none holds a file itself: train/<class>, valid/<class> ...
+    under data.dir means it points one level too high (it would learn "train" against "valid")."""
+    shared = None
+    for name in names:
+        try:
+            entries = list(os.scandir(root / name))
+        except OSError:
+            return []
+        if any(e.is_file() and not e.name.startswith(".") for e in entries):
+            return []
+        folders = {e.name for e in entries if e.is_dir() and not e.name.startswith(".")}
+        shared = folders if shared is None else shared & folders
+    return sorted(shared) if shared and len(shared) >= 2 else []
+
+
+def _walk(root: Path, class_name: str) -> tuple[list[str], int, list[tuple[str, str]]]:
+    """Paths ("class/sub/file", sorted) of every file under root/class_name, how many hidden files were
+    skipped, and the sub-folders that could not be listed (path, reason).
 
     Hidden files and folders are skipped; folder links are not followed.
     """
-    files, hidden = [], 0
-    for parent, dirs, names in os.walk(os.path.join(root, class_name)):
+    files, hidden, unlisted = [], 0, []
+
+    def note(error: OSError) -> None:
+        unlisted.append((Path(os.path.relpath(error.filename, root)).as_posix(), f"folder not readable ({error.strerror})"))
+
+    for parent, dirs, names in os.walk(os.path.join(root, class_name), onerror=note):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         prefix = Path(os.path.relpath(parent, root)).as_posix()
         for name in names:
@@ -127,7 +173,7 @@ def _walk(root: Path, class_name: str) -> tuple[list[str], int]:
                 hidden += 1
             else:
                 files.append(f"{prefix}/{name}")
-    return sorted(files), hidden
+    return sorted(files), hidden, unlisted
 
 
 def _drop_empty_classes(scan: FolderScan, allow: bool) -> None:

@@ -243,6 +243,9 @@ def plan_data(config: Config) -> DataPlan:
     if data.test_split:
         subsets["test"] = everything.take(test_idx)
     if not len(subsets["val"]):
+        if everything.labels.size and np.bincount(everything.labels).max() < 2:
+            raise ImgclsError(f"{data.dir}: every class has a single image, which leaves none to validate on; a "
+                              "classifier needs at least 2 images in a class (more, to learn anything)")
         raise ImgclsError(f"data.validation_split: {data.validation_split} of {len(everything)} images "
                           "leaves no validation image; raise it")
     subsets = {name: subsets[name] for name in SUBSETS if name in subsets}

@@ -92,6 +92,12 @@ def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None 
             log(Text(f"  and {len(bad) - SHOW_BAD} more ({where})"))
     for name in info["dropped_classes"]:
         log(Text(f"warning: dropped class {name}: no usable images (data.allow_empty_classes: true)", style="yellow"))
+    for scan in plan.scans:
+        if scan.nested_classes:
+            shown = ", ".join(scan.nested_classes[:5]) + (", ..." if len(scan.nested_classes) > 5 else "")
+            log(Text(f"warning: every class folder of {scan.root} ({', '.join(scan.class_names[:5])}) holds the same "
+                     f"folders ({shown}): data.dir looks one level too high; point it at the folder of classes "
+                     "(and data.val_dir at the validation one)", style="yellow"))
     if plan.duplicates:
         _report_duplicates(plan, log)
     log(class_table(plan))

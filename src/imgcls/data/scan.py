@@ -18,7 +18,7 @@ progressive) without EXIF rotation; PNG without transparency (8 or 16 bit RGB,
 frame). Every other image (WebP, TIFF, CMYK JPEG, 16-bit grey PNG, alpha or
 transparent palette PNG, EXIF-rotated photos, ...) is converted once by Pillow
 into an 8-bit PNG: EXIF orientation applied, transparency composited on white
-(BACKGROUND), 16-bit values scaled to 8 bit. So `imgcls.data.load_image` only
+(BACKGROUND), 16-bit values scaled to 8 bit. So `imgcls.data.pipeline.load_image` only
 ever reads files it decodes correctly.
 
 The verdicts and converted images are cached per data folder (`imgcls.data.scan_cache`).
@@ -27,8 +27,8 @@ The verdicts and converted images are cached per data folder (`imgcls.data.scan_
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,9 +39,10 @@ import numpy as np
 
 from imgcls.data.scan_cache import ScanCache, cache_folder
 from imgcls.errors import first_line
-from imgcls.files import atomic_file
+from imgcls.files import atomic_file, is_utf8
 
 MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit (about 13,000 x 13,000)
+MAX_FILE_BYTES = 512 * 2**20  # a larger file is a named skip: no photo is that large, and a video or disk image would be read whole
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
 PROGRESS_MIN_FILES = 300  # a progress bar when at least this many files need checking
 SHOW_BAD = 10  # bad files named in messages; the rest are counted
@@ -75,30 +76,58 @@ class FileCheck:
 
 
 def check_file(path: Path, converted_dir: Path | None = None) -> FileCheck:
-    """Decode `path` fully with Pillow and say what it is; convert it into `converted_dir` when TF needs that."""
+    """Decode `path` fully with Pillow and say what it is; convert it into `converted_dir` when TF needs that.
+
+    Only regular files are opened (a named pipe would block, a device never
+    end), and only up to MAX_FILE_BYTES: memory stays bounded by one decoded image.
+    """
+    expected = path.suffix.lower() in IMAGE_EXTENSIONS
+    problem = _not_a_plain_image_file(path, expected)
+    if problem is not None:
+        return problem
+    try:
+        return _check_image(path, expected, converted_dir)
+    except OSError as exc:  # gone, or unreadable, between the stat and the read
+        return FileCheck("bad", reason=f"unreadable ({exc.strerror or first_line(exc, 80)})") if expected else FileCheck("other")
+
+
+def _not_a_plain_image_file(path: Path, expected: bool) -> FileCheck | None:
+    """A FileCheck for what must not be opened (not a regular file, empty, too large, a name that is not UTF-8), else None."""
+    def bad(reason: str) -> FileCheck:
+        return FileCheck("bad", reason=reason) if expected else FileCheck("other")
+
+    if not is_utf8(path.name):
+        return FileCheck("bad", reason="the file name is not valid UTF-8: rename it")
+    try:
+        info = os.stat(path)  # follows a symlink: what it points to is what counts
+    except OSError as exc:
+        return bad(f"unreadable ({exc.strerror})")
+    if not stat.S_ISREG(info.st_mode):
+        return bad(f"not a regular file ({_file_type(info.st_mode)})")
+    if info.st_size == 0:
+        return bad("empty file (0 bytes)")
+    if info.st_size > MAX_FILE_BYTES:
+        return bad(f"too large ({info.st_size / 2**20:,.0f} MiB; the limit is {MAX_FILE_BYTES / 2**20:,.0f} MiB a file)")
+    return None
+
+
+def _check_image(path: Path, expected: bool, converted_dir: Path | None) -> FileCheck:
     from PIL import Image, UnidentifiedImageError
 
     _setup_pillow()
-    expected = path.suffix.lower() in IMAGE_EXTENSIONS
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return FileCheck("bad", reason=f"unreadable ({exc.strerror})")
-    if not data:
-        return FileCheck("bad", reason="empty file (0 bytes)") if expected else FileCheck("other")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open(path, "rb") as f, Image.open(f) as image:  # Pillow reads the header now, the pixels in load()
             if not expected and image.format not in SNIFFED_FORMATS:
                 return FileCheck("other")
-            check = FileCheck("image", format=image.format, mode=image.mode, width=image.width,
-                              height=image.height, sha1=hashlib.sha1(data).hexdigest())
             if image.width * image.height > MAX_PIXELS:
                 return FileCheck("bad", reason=f"too large ({image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,})")
-            check.convert = conversion_reason(image, data)
+            check = FileCheck("image", format=image.format, mode=image.mode, width=image.width, height=image.height)
+            check.convert = conversion_reason(image, _tail(path))
             if not check.convert and image.format in ("JPEG", "MPO"):
                 # Still decodes every byte (a truncated file fails), but at 1/8 scale: much faster.
                 image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
+            check.sha1 = _sha1(f)
             if check.convert and converted_dir is not None:
                 _write_converted(image, converted_dir / f"{check.sha1}.png")
             return check
@@ -116,7 +145,30 @@ def check_file(path: Path, converted_dir: Path | None = None) -> FileCheck:
         return FileCheck("bad", reason=f"unreadable ({type(exc).__name__})") if expected else FileCheck("other")
 
 
-def conversion_reason(image, data: bytes) -> str:
+def _sha1(f) -> str:
+    """The content hash of an open file, read in chunks (a whole file never sits in memory)."""
+    f.seek(0)
+    digest = hashlib.sha1()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tail(path: Path, size: int = 64) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - size))
+        return f.read()
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def conversion_reason(image, tail: bytes) -> str:
     """Why TensorFlow's decoders would get this image wrong ("" = they read it correctly)."""
     fmt, mode = image.format, image.mode
     if image.getexif().get(ORIENTATION, 1) != 1:
@@ -130,7 +182,7 @@ def conversion_reason(image, data: bytes) -> str:
             return f"{mode} JPEG"
         # Only reached when Pillow was told to accept truncated files (ImageFile.LOAD_TRUNCATED_IMAGES);
         # TF never does, so such a file goes through Pillow.
-        return "" if data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9") else "JPEG without end marker"
+        return "" if tail.rstrip(b"\0\r\n ").endswith(b"\xff\xd9") else "JPEG without end marker"
     if fmt == "PNG" and mode in ("RGB", "L", "1", "P"):
         return ""
     if (fmt == "BMP" and mode == "RGB") or fmt == "GIF":
@@ -199,21 +251,21 @@ def _check_files(paths: list[str], keys: list[str], cache: ScanCache, what: str 
     todo: list[tuple[int, os.stat_result]] = []
     for i, (path, key) in enumerate(zip(paths, keys)):
         try:
-            stat = os.stat(path)
-        except OSError as exc:
-            checks[i] = FileCheck("bad", reason=f"unreadable ({exc.strerror})")
+            info = os.stat(path)
+        except OSError:  # gone, a dangling or looping link: check_file says which, without the cache
+            checks[i] = check_file(Path(path))
             continue
-        checks[i] = cache.get(key, stat)
+        checks[i] = cache.get(key, info)
         if checks[i] is None:
-            todo.append((i, stat))
+            todo.append((i, info))
     if todo:
         cache.converted.mkdir(parents=True, exist_ok=True)
         # Threads: Pillow releases the GIL while it decodes, so files are checked in parallel.
         with ThreadPoolExecutor() as pool, _progress(len(todo), what) as advance:
             results = pool.map(lambda job: check_file(Path(paths[job[0]]), cache.converted), todo)
-            for (i, stat), check in zip(todo, results):
+            for (i, info), check in zip(todo, results):
                 checks[i] = check
-                cache.put(keys[i], stat, check)
+                cache.put(keys[i], info, check)
                 advance()
     return checks, len(paths) - len(todo)
 

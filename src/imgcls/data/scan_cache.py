@@ -18,7 +18,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgcls.files import write_text
+from imgcls.files import is_utf8, write_text
 
 if TYPE_CHECKING:
     from imgcls.data.scan import FileCheck
@@ -78,6 +78,8 @@ class ScanCache:
         return check
 
     def put(self, key: str, stat: os.stat_result, check: FileCheck) -> None:
+        if not is_utf8(key):
+            return  # a name that is not UTF-8 cannot go into scan.json; checking it again is cheap
         self.entries[key] = [stat.st_size, stat.st_mtime_ns, *astuple(check)]
         self.changed = True
 

@@ -7,6 +7,7 @@ train.epochs?". No TensorFlow is imported here: config errors answer at once.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +17,21 @@ from pydantic import BaseModel, ValidationError
 from imgcls.config.schedules import SCHEDULE_NAMES, CosineDecay, ExponentialDecay, NoSchedule, PiecewiseConstant
 from imgcls.config.schema import LOSS_FOR_LABEL_MODE, Config, ModelConfig
 from imgcls.errors import ImgclsError, did_you_mean, first_line
+from imgcls.files import load_yaml
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A config file as a dict, read with the safe loader (no Python objects)."""
+    """A config file as a dict, read with the safe loader (no Python objects; a key given twice is an error)."""
     path = Path(path)
     if not path.is_file():
         raise ImgclsError(f"config file not found: {path} (give the path to a .yaml file, e.g. configs/digits.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ImgclsError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or first_line(exc)
-        raise ImgclsError(f"{path}{line}: malformed YAML: {problem}") from None
+        raise ImgclsError(f"{path}{_where(exc)}: malformed YAML: {_problem(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -37,25 +39,48 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" line {mark.line + 1}" if mark else ""
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    return getattr(exc, "problem", None) or first_line(exc)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.path=value` strings; values are parsed as YAML (3 -> int, [1, 2] -> list)."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ImgclsError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+            raise ImgclsError(f"--set {_excerpt(item)}: expected key=value, e.g. --set train.epochs=3")
+        value = _override_value(item, text)
         node = raw
         parts = key.strip().split(".")
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ImgclsError(f"--set {item}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+                raise ImgclsError(f"--set {_excerpt(item)}: {'.'.join(parts[: depth + 1])} is a value, not a section")
             node = child
         node[parts[-1]] = value
     return raw
+
+
+def _override_value(item: str, text: str) -> Any:
+    """The value of `--set key=text`, as YAML; a list or mapping that does not parse is an error, not a string."""
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        if text.lstrip()[:1] in "[{":
+            raise ImgclsError(f"--set {_excerpt(item)}: the value is not valid YAML ({_problem(exc)}); quote the whole "
+                              "option, e.g. --set 'model.filters=[16, 32]'") from None
+        return text  # plain text with YAML punctuation in it, e.g. a folder name with ': '
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    """A value as a message shows it: its repr, cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: dict | None = None) -> Config:
@@ -69,7 +94,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: 
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ImgclsError(source + "; ".join(_describe(err) for err in exc.errors())) from None
+        raise ImgclsError(source + "; ".join(_describe_all(exc.errors()))) from None
     problems = _validate_model_options(config) + _check_combinations(config)
     if problems:
         raise ImgclsError(source + "; ".join(problems))
@@ -86,7 +111,7 @@ def _validate_model_options(config: Config) -> list[str]:
     try:
         options = MODELS[name].options.model_validate(config.model.options)
     except ValidationError as exc:
-        return [_describe(err, prefix=("model",), schema=MODELS[name].options) for err in exc.errors()]
+        return _describe_all(exc.errors(), prefix=("model",), schema=MODELS[name].options)
     config.model = ModelConfig(name=name, **options.model_dump(mode="json"))
     return []
 
@@ -97,6 +122,29 @@ def _validate_model_options(config: Config) -> list[str]:
 def _suggest(word: str, candidates: list[str], prefix: str) -> str:
     hint = did_you_mean(word, candidates, prefix)
     return f"; {hint}" if hint else ""
+
+
+def _describe_all(errors: list[dict], prefix: tuple = (), schema: type[BaseModel] = Config) -> list[str]:
+    """One line per key: a value that fits none of a key's forms (a list or a number, ...) is one problem, not one per form."""
+    lines: dict[str, list[str]] = {}
+    for error in errors:
+        line = _describe(error, prefix, schema)
+        key, _, message = line.partition(": ")
+        lines.setdefault(_without_type_tags(key), []).append(message)
+    return [f"{key}: {messages[0]}" if len(messages) == 1 else f"{key}: " + _either(messages) for key, messages in lines.items()]
+
+
+def _without_type_tags(key: str) -> str:
+    """model.dropout.list[float] -> model.dropout: pydantic names each form of a union in the location."""
+    return ".".join(part for part in key.split(".") if not re.match(r"^(list|dict|tuple|literal|float|int|str|bool|"
+                                                                    r"constrained-\w+|function-\w+|lax-\w+)(\[.*\])?$", part))
+
+
+def _either(messages: list[str]) -> str:
+    """'Input should be a valid list (got x)' and 'Input should be a valid number (got x)' -> one sentence."""
+    got = re.search(r" \(got .*\)$", messages[0])
+    wants = [re.sub(r" \(got .*\)$", "", m).removeprefix("Input should be ") for m in messages]
+    return "should be " + " or ".join(dict.fromkeys(wants)) + (got.group(0) if got else "")
 
 
 def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config) -> str:
@@ -114,7 +162,9 @@ def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config)
     if error["type"] == "union_tag_invalid":
         return f"{path}: unknown schedule {error['input'].get('name')!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{path}: {message} (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else f"{path}: {message}"
+    if "input" in error and not isinstance(error["input"], dict):
+        return f"{path}: {message} (got {_excerpt(repr(error['input']))})"
+    return f"{path}: {message}"
 
 
 def _clean_loc(loc: tuple, schema: type[BaseModel], skip: int) -> tuple[tuple, type[BaseModel] | None]:

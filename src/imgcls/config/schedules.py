@@ -6,14 +6,31 @@ Epochs are converted to optimizer steps with the real steps per epoch
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
-    # extra="forbid": a misspelt key is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    """A config section. A misspelt key is an error (extra="forbid"), never silently ignored; a number is
+    finite (no .inf or .nan); and YAML's true / false is never taken for the number 1 / 0."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """true / false given where a key takes no boolean stays the word, so validation names the key and says why."""
+        if isinstance(data, dict):
+            data = {name: str(value).lower() if isinstance(value, bool) and name in cls.model_fields
+                    and not _accepts_bool(cls.model_fields[name].annotation) else value for name, value in data.items()}
+        return data
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(arg) for arg in get_args(annotation) if not isinstance(arg, str))
 
 
 class NoSchedule(Section):

@@ -74,7 +74,8 @@ class DataConfig(Section):
     @classmethod
     def _cache_from_bool(cls, value: Any) -> Any:
         # Old configs said `cache: true/false`.
-        return {True: "memory", False: "none"}.get(value, value) if isinstance(value, bool) else value
+        return {True: "memory", False: "none", "true": "memory", "false": "none"}.get(value, value) \
+            if isinstance(value, (bool, str)) else value
 
     @field_validator("image_size", mode="before")
     @classmethod

@@ -20,13 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import Field, create_model
+
+from imgcls.config.schedules import Section
 
 
-class Options(BaseModel):
-    """Base class of a builder's options: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class Options(Section):
+    """Base class of a builder's options: a config section (unknown keys are errors, numbers are finite)."""
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,3 @@
-from imgcls.cli import app
+from imgcls.cli import main
 
-app(prog_name="imgcls")
+main()

@@ -60,7 +60,10 @@ def launch_training(config: Path | str | None = None, overrides: list[str] = (),
 
 
 def exit_code(metrics: dict[str, Any]) -> int:
-    """The shell's convention for how training ended: 128 + the signal number for an interrupted run, else 0."""
+    """How training ended, as an exit code: 2 when it failed (a user can fix that), 128 + the signal number when
+    it was interrupted (the shell's convention), else 0."""
+    if metrics["status"] == "failed":
+        return 2
     if metrics["status"] != "interrupted":
         return 0
     return 143 if metrics.get("stopped_by") == "SIGTERM" else 130  # SIGTERM is 15, SIGINT (Ctrl-C) 2

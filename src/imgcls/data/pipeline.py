@@ -14,13 +14,15 @@ that the scan has checked, or converted for it (the `readable` paths).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from imgcls.data.plan import DataPlan
+from imgcls.errors import first_line
 from imgcls.runtime import import_tensorflow
 
 if TYPE_CHECKING:
@@ -47,7 +49,16 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int
     """
     tf = import_tensorflow()
 
-    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+    def decode(into: int):
+        return tf.io.decode_image(contents, channels=into, expand_animations=False)
+
+    if channels == 1:
+        # TensorFlow decodes GIF only to 3 channels and BMP to 3 or 4: those go through RGB to grey.
+        rgb_only = tf.logical_or(tf.equal(tf.strings.substr(contents, 0, 3), b"GIF"),
+                                 tf.equal(tf.strings.substr(contents, 0, 2), b"BM"))
+        image = tf.cond(rgb_only, lambda: tf.image.rgb_to_grayscale(decode(3)), lambda: decode(1))
+    else:
+        image = decode(channels)
     image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
@@ -69,6 +80,42 @@ def image_batches(readable: list[str], image_size: tuple[int, int], channels: in
 
     for batch in images_dataset([str(p) for p in readable], image_size, channels).batch(batch_size).prefetch(tf.data.AUTOTUNE):
         yield batch.numpy()
+
+
+def unreadable_image(exc: BaseException, files: Sequence[str] = ()) -> str | None:
+    """Which file and what went wrong, when `exc` is TensorFlow failing to read or decode one of `files`;
+    None for any other exception.
+
+    The scan checked every file, but a file can change after it (deleted,
+    made unreadable, overwritten): TensorFlow then fails mid-epoch, with a
+    message that buries the file's name in graph context, or leaves it out.
+    The files themselves say which one it was.
+    """
+    tf = import_tensorflow()
+    decoding = ("decode", "image", "png", "jpeg", "gif", "bmp", "readfile", "read_file")
+    if isinstance(exc, (tf.errors.NotFoundError, tf.errors.PermissionDeniedError, tf.errors.DataLossError)):
+        problem = first_line(exc, 300, prefer=("no such file", "permission denied", "data loss"))
+    elif isinstance(exc, tf.errors.InvalidArgumentError) and any(word in str(exc).lower() for word in decoding):
+        problem = first_line(exc, 300, prefer=decoding)
+    else:
+        return None
+    unreadable = _files_that_cannot_be_opened(files)
+    if unreadable:
+        more = f" (and {len(unreadable) - 3} more)" if len(unreadable) > 3 else ""
+        return "; ".join(unreadable[:3]) + more
+    named = re.search(r"(/[^\s;:'\"]+?\.\w+)(?:;|\s|$)", str(exc))
+    return f"{named.group(1)}: {problem}" if named else problem
+
+
+def _files_that_cannot_be_opened(files: Sequence[str]) -> list[str]:
+    found = []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            found.append(f"{path}: {exc.strerror or type(exc).__name__}")
+    return found
 
 
 def encode_labels(labels: np.ndarray, label_mode: str, num_classes: int) -> np.ndarray:

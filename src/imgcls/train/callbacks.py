@@ -1,6 +1,7 @@
 """The callbacks of a training run, in the order `build_callbacks` puts them.
 
     HistoryWriter          history.csv after every epoch (with `lr` and `seconds`), steady-state images/s
+    StopOnNonFiniteLoss    stops at the first NaN or infinite loss (the run fails)
     BestModelCheckpoint    best.keras (imgcls.train.checkpoints)
     EarlyStopping, ReduceLROnPlateau, TensorBoard   Keras' own, when the config enables them
     TimeLimit              train.time_limit_minutes: one clock for both phases of a run
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from imgcls.config import Config, monitor_mode
 from imgcls.files import write_csv
@@ -104,6 +106,26 @@ class TimeLimit(keras.callbacks.Callback):
             self._stop()
 
 
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite: nothing after it can be trusted.
+
+    `diverged` says where ("epoch 3, step 12"); BestModelCheckpoint never saves such an epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = ""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)) and not self.diverged:
+            self.diverged = f"epoch {self.epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
+
+
 class KeepEMAOnStop(keras.callbacks.Callback):
     """After every stopper: a run that stops before its last planned epoch keeps the EMA weights too."""
 
@@ -138,6 +160,7 @@ class RunCallbacks:
 
     all: list
     history: HistoryWriter
+    divergence: StopOnNonFiniteLoss
     early_stopping: keras.callbacks.EarlyStopping | None = None
     clock: TimeLimit | None = None
     extra: list = field(default_factory=list)
@@ -147,7 +170,8 @@ def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored:
                     extra: list = ()) -> RunCallbacks:
     """The run's callbacks in order (see the module docstring); `restored`: a backup's callback state to put back."""
     cb = config.callbacks
-    callbacks: list = [history, BestModelCheckpoint(
+    divergence = StopOnNonFiniteLoss()
+    callbacks: list = [history, divergence, BestModelCheckpoint(
         str(run / layout.MODEL), monitor=cb.checkpoint.monitor, mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode),
         save_best_only=True, verbose=0)]
     early_stopping = clock = None
@@ -168,4 +192,4 @@ def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored:
         clock = TimeLimit(config.train.time_limit_minutes)
         callbacks.append(clock)
     callbacks.append(EpochBackup(run, [c for c in callbacks if is_stateful(c)], restored))
-    return RunCallbacks(callbacks + list(extra), history, early_stopping, clock, list(extra))
+    return RunCallbacks(callbacks + list(extra), history, divergence, early_stopping, clock, list(extra))

@@ -75,9 +75,15 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     def _save_model(self, epoch, batch, logs):  # Keras-private hook: see tests/test_keras_internals.py
+        if not _finite_losses(logs):
+            return  # a diverged epoch is never the best, whatever its accuracy says
         if self._should_save_model(epoch, batch, logs, self.filepath):
             with atomic_file(Path(self.filepath)) as temporary:
                 inference_model(self.model).save(temporary)
+
+
+def _finite_losses(logs: dict | None) -> bool:
+    return all(np.isfinite(float(v)) for k, v in (logs or {}).items() if k in ("loss", "val_loss"))
 
 
 class EpochBackup(keras.callbacks.Callback):

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import keras
 
 from imgcls.config import Config
-from imgcls.data.pipeline import make_datasets
+from imgcls.data.pipeline import make_datasets, unreadable_image
 from imgcls.data.plan import DataPlan, plan_data
 from imgcls.data.report import print_report, stderr_log
 from imgcls.errors import ImgclsError
@@ -79,21 +79,29 @@ def train(config: Config, runs_dir: Path | str = "runs", name: str | None = None
     # ---- the run folder, only now that everything above worked: bad input leaves no empty run behind
     session.run = _run_folder(session, runs_dir, name)
     try:
-        metrics = _fit(session, list(callbacks))
+        try:
+            metrics = _fit(session, list(callbacks))
+        finally:
+            _let_go(session)
+        if info.is_chief:
+            # The evaluation loads best.keras and decodes the validation images again: let it reuse the
+            # memory of the training model and the cached images instead of adding to it.
+            session.model = session.datasets = None
+            keras.backend.clear_session()
+            gc.collect()
+            _report(session.run, config, metrics, log)
     finally:
-        if not info.is_chief:
-            shutil.rmtree(session.run, ignore_errors=True)
-        # The mixed policy is for training only: the evaluation below, and whatever the caller builds next, get Keras' default.
-        keras.mixed_precision.set_global_policy("float32")
-    run = session.run
-    if info.is_chief:
-        # The evaluation loads best.keras and decodes the validation images again: let it reuse the
-        # memory of the training model and the cached images instead of adding to it.
-        session.model = session.datasets = None
-        keras.backend.clear_session()
-        gc.collect()
-        _report(run, config, metrics, log)
-    return run, metrics
+        _restore_ctrl_c(session.sigint_before)  # only now: a Ctrl-C during the wrap-up above was the first or ignored
+    return session.run, metrics
+
+
+def _let_go(session: Session) -> None:
+    """Whatever ended training: release the run folder and the mixed policy."""
+    if not session.info.is_chief:
+        shutil.rmtree(session.run, ignore_errors=True)
+    layout.release_run(session.run)  # this process trains it no longer
+    # The mixed policy is for training only: the evaluation, and whatever the caller builds next, get Keras' default.
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def _log_data(session: Session) -> None:
@@ -133,18 +141,24 @@ def _fit(session: Session, extra_callbacks: list) -> dict[str, Any]:
     status, stopped_by = "finished", None
     start = time.perf_counter()
     try:
-        with _sigterm_raises_interrupt():
+        with _signals_stop_training(session):
             _fit_phases(session, run_callbacks, resumed=bool(restored))
     except KeyboardInterrupt as exc:
         status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
         session.log(f"\n{_interrupted_message(session.run, history, stopped_by)}")
     except OSError as exc:  # a full disk or a vanished folder while saving: keep what was written before
-        try:
-            write_metrics(session, history, "failed", time.perf_counter() - start)
-        except OSError:
-            pass  # the disk is still full: `imgcls runs` shows the run as failed anyway (its process is gone)
+        _write_failed(session, history, start)
         raise ImgclsError(f"{exc.filename or session.run}: {exc.strerror or exc}; training stopped, the last good "
                           f"best.keras and backup are intact; free space, then resume with: {resume_command(session.run)}") from None
+    except Exception as exc:
+        datasets = session.datasets
+        problem = unreadable_image(exc, datasets.train_files + datasets.val_files + datasets.test_files)
+        if problem is None:
+            raise
+        _write_failed(session, history, start)
+        raise ImgclsError(f"a data file could not be read during training ({problem}); training stopped, the last good "
+                          f"best.keras and backup are intact; restore or remove the file (the next scan leaves a removed "
+                          f"one out), then resume with: {resume_command(session.run)}") from None
     status = _how_it_ended(session, run_callbacks, status)
     if status != "interrupted":
         checkpoints.drop_backup(session.run)
@@ -153,6 +167,13 @@ def _fit(session: Session, extra_callbacks: list) -> dict[str, Any]:
         task = session.info.task
         session.log(f"{task[0]} {task[1]}: {status} after {len(history.rows)} epochs; the chief wrote the run folder")
     return metrics
+
+
+def _write_failed(session: Session, history: HistoryWriter, start: float) -> None:
+    try:
+        write_metrics(session, history, "failed", time.perf_counter() - start)
+    except OSError:
+        pass  # the disk is still full: `imgcls runs` shows the run as failed anyway (its process is gone)
 
 
 def _start(session: Session) -> tuple[dict | None, list[dict[str, float]]]:
@@ -196,9 +217,14 @@ def _fit_phases(session: Session, run_callbacks: RunCallbacks, resumed: bool) ->
 
 
 def _how_it_ended(session: Session, run_callbacks: RunCallbacks, status: str) -> str:
-    """finished, unless the time limit or early stopping ended it (or it was interrupted)."""
+    """finished, unless the loss diverged, the time limit or early stopping ended it (or it was interrupted)."""
     if status != "finished":
         return status
+    if run_callbacks.divergence.diverged:
+        kept = "best.keras holds the best epoch before it" if (session.run / layout.MODEL).is_file() else "no model was kept"
+        session.log(f"training failed: the loss became NaN or infinite at {run_callbacks.divergence.diverged}; {kept}. "
+                    "Try a lower train.learning_rate, train.clipnorm (e.g. 1.0), or runtime.precision: float32")
+        return "failed"
     if run_callbacks.clock is not None and run_callbacks.clock.spent:
         session.log(f"time limit: stopped after {len(run_callbacks.history.rows)} epochs "
                     f"(train.time_limit_minutes {session.config.train.time_limit_minutes:g})")
@@ -234,21 +260,35 @@ def _report(run: Path, config: Config, metrics: dict[str, Any], log: Callable) -
         raise
 
 
+def _restore_ctrl_c(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
-def _sigterm_raises_interrupt():
-    """SIGTERM (kill, a scheduler's pre-emption) stops training like Ctrl-C: artifacts written, exit 143."""
+def _signals_stop_training(session: Session):
+    """Ctrl-C and SIGTERM (kill, a scheduler's pre-emption) stop training: artifacts written, exit 130 or 143.
+
+    The first signal raises; any after it is ignored until the run's last
+    files are written (`train` gives Ctrl-C back), so an impatient second
+    Ctrl-C cannot cut them short or land in a cleanup callback as a traceback.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set in the main thread
         return
 
-    def handler(signum, frame):
-        raise Terminated()
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored on purpose (nohup, a worker): keep it so
+        session.sigint_before = signal.signal(signal.SIGINT, stop)
+    sigterm_before = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, sigterm_before)
 
 
 class Terminated(KeyboardInterrupt):

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from imgcls.errors import ImgclsError
+from imgcls.errors import ImgclsError, first_line
 
 app = typer.Typer(
     help="Train image classifiers on a folder of photos (data/<class>/*.jpg) from one YAML config.",
@@ -39,20 +39,31 @@ DEVICE_HELP = "auto (every GPU, with memory growth, else the CPU) | cpu | gpu | 
 
 
 def user_errors(command):
-    """Turn ImgclsError into one red line and exit code 2; Ctrl-C into exit code 130."""
+    """Turn ImgclsError into one red line and exit code 2; Ctrl-C into exit code 130.
+
+    An OSError that reaches here (a file that cannot be written or read: a
+    full disk, a read-only folder) is a user's problem too: one line naming
+    the file.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except ImgclsError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
-            raise typer.Exit(2) from None
+            _error(str(exc))
+        except OSError as exc:
+            _error(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else first_line(exc))
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _error(message: str):
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -100,6 +111,7 @@ def predict(
 ):
     """Predict the class of images with a trained run or an exported model."""
     from imgcls.infer.classifier import Classifier
+    from imgcls.files import check_writable
     from imgcls.infer.predict import collect_images, predict_images, write_predictions_csv
     from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
@@ -107,6 +119,8 @@ def predict(
     if run is not None and model is not None:
         raise ImgclsError("give --run or --model, not both")
     chosen_device = parse_device(device)
+    if csv_file:
+        check_writable(csv_file, "--csv")
     run_dir = None if model is not None else resolve_run(run, runs_dir)
     images = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
     import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
@@ -134,10 +148,12 @@ def inspect(
     from imgcls.config import load_config
     from imgcls.data.plan import plan_data
     from imgcls.data.report import data_facts, print_report, sample_grid
+    from imgcls.files import check_writable
 
     cfg = load_config(raw={"data": {"dir": str(source)}}, overrides=set_) if source.is_dir() else load_config(source, set_)
     plan = plan_data(cfg)
     grid = out_file or Path(f"{Path(cfg.data.dir).resolve().name}_samples.png")
+    check_writable(grid, "--out")
     if not as_json:
         print_report(plan, out.print, details=True)
     sample_grid(plan, cfg.data.image_size, cfg.channels, grid, seed=cfg.data.seed)
@@ -167,10 +183,12 @@ def export(
     chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
+    from imgcls.files import check_writable
     from imgcls.infer.export import default_target, export_report, export_run
 
-    import_tensorflow(chosen_device)
     target = out_dir or default_target(run_dir, format_, quantize)
+    check_writable(target, "--out" if out_dir else "the export folder (choose another with --out)", folder=True)
+    import_tensorflow(chosen_device)
     info = export_run(run_dir, format_, quantize, target, log=err.print)
     for line in export_report(info, target):
         err.print(line, highlight=False)
@@ -185,13 +203,16 @@ def plot(
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
 ):
     """Plot accuracy, loss and learning rate per epoch of one or more runs, best epoch marked."""
+    from imgcls.files import check_writable
     from imgcls.plots import plot_history
     from imgcls.run.layout import HISTORY_PNG, read_history, resolve_run
 
     resolved = [resolve_run(r, runs_dir) for r in (run_dirs or [None])]
     for run in resolved:
         read_history(run)  # a run without history fails here with its name
-    path = plot_history(resolved, out_file or resolved[0] / HISTORY_PNG)
+    target = out_file or resolved[0] / HISTORY_PNG
+    check_writable(target, "--out" if out_file else "the plot (choose another file with --out)")
+    path = plot_history(resolved, target)
     out.print(str(path), highlight=False)
 
 
@@ -207,10 +228,12 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="Evaluate this folder (same class sub-folders as the run) instead of the run's split."),
     split: Optional[Split] = typer.Option(None, "--split", help="Subset of the run's split.csv to evaluate (default: val)."),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the report."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for eval.json and the PNGs (default: the run folder)."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Accuracy, top-k, loss and per-class precision/recall/F1 of a run's best.keras; confusion matrix and mistakes as PNGs."""
+    from imgcls.files import check_writable
     from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
@@ -219,16 +242,21 @@ def evaluate(
     chosen_device = parse_device(device)
     run_dir = resolve_run(run, runs_dir)
 
-    from imgcls.infer.evaluate import evaluate_run, evaluation_report
+    from imgcls.infer.evaluate import compute_evaluation, evaluation_report, write_evaluation
 
+    if out_dir is not None:
+        check_writable(out_dir, "--out", folder=True)
     import_tensorflow(chosen_device)
-
-    result = evaluate_run(run_dir, split=split.value if split else "val", data_dir=data)
+    evaluation = compute_evaluation(run_dir, split=split.value if split else "val", data_dir=data)
+    # The report is shown before its files are written: a run folder that cannot be written loses nothing.
     if as_json:
-        out.print_json(json.dumps(result, ensure_ascii=False))
-        return
-    for renderable in evaluation_report(result, run_dir):
-        out.print(renderable, highlight=False)
+        out.print_json(json.dumps(evaluation.result, ensure_ascii=False))
+    else:
+        for renderable in evaluation_report(evaluation.result):
+            out.print(renderable, highlight=False)
+    folder = write_evaluation(evaluation, out_dir)
+    if not as_json:
+        out.print(f"wrote {', '.join(evaluation.result['files'].values())} in {folder}", highlight=False)
 
 
 @app.command("runs")
@@ -238,10 +266,9 @@ def runs_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of the table."),
 ):
     """List runs: name, date, model, epochs, best val accuracy, wall time, status."""
-    from imgcls.run.layout import list_runs
-    from imgcls.run.status import describe_run, runs_table
+    from imgcls.run.status import describe_runs, runs_table
 
-    described = [describe_run(run) for run in list_runs(runs_dir)]
+    described = describe_runs(runs_dir)
     if as_json:
         out.print_json(json.dumps(described, ensure_ascii=False))
         return
@@ -317,7 +344,13 @@ def models():
 
 
 def main() -> None:
-    app(prog_name="imgcls")
+    import signal
+
+    try:
+        app(prog_name="imgcls")
+    finally:
+        # Exiting: a Ctrl-C now would only print a traceback from the interpreter's shutdown (TensorFlow's threads).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,13 @@ class Classifier:
     kind: str  # keras | savedmodel | tflite
     source: Path
     model: Any = None  # the loaded Keras model, SavedModel or interpreter
+    outputs: int | None = None  # the model's output units: one per class, or one sigmoid for two classes
+
+    def __post_init__(self):
+        expected = {len(self.class_names), 1} if len(self.class_names) == 2 else {len(self.class_names)}
+        if self.outputs is not None and self.outputs not in expected:
+            raise ImgclsError(f"{self.source}: the model has {self.outputs} outputs, but its class names (classes.json or "
+                              f"labels.txt) list {len(self.class_names)} classes; give the names the model was trained with")
 
     @classmethod
     def from_run(cls, run: Path) -> Classifier:
@@ -49,6 +57,7 @@ class Classifier:
         path = Path(path)
         if not path.exists():
             raise ImgclsError(f"{path}: no such model file or folder; give {KINDS}")
+        path = _model_in_export_folder(path)
         if path.is_dir() and (path / SAVED_MODEL_PB).is_file():
             return _savedmodel_classifier(path, read_labels(path))
         if path.is_file() and path.suffix == ".keras":
@@ -61,17 +70,35 @@ class Classifier:
 def best_model_path(run: Path) -> Path:
     path = Path(run) / layout.MODEL
     if not path.is_file():
-        raise ImgclsError(f"{run}: no {layout.MODEL} (the run did not finish an epoch); train again or pick another run")
+        raise ImgclsError(f"{run}: no {layout.MODEL} (the run kept no model: it did not finish an epoch, or its training "
+                          "failed); train again or pick another run")
     return path
+
+
+def _model_in_export_folder(path: Path) -> Path:
+    """An export folder names its model (export.json's `model`); a folder holding one model file is that model."""
+    if not path.is_dir() or (path / SAVED_MODEL_PB).is_file():
+        return path
+    if (path / EXPORT_INFO).is_file():
+        try:
+            return path / json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))["model"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImgclsError(f"{path / EXPORT_INFO}: damaged ({first_line(exc, 120)}); export again") from None
+    models = [p for p in path.iterdir() if p.is_file() and p.suffix in (".keras", ".tflite")]
+    return models[0] if len(models) == 1 else path
 
 
 def read_labels(folder: Path) -> list[str]:
     """Class names in output order: labels.txt, else export.json, else a run's classes.json."""
     folder = Path(folder)
-    if (folder / LABELS).is_file():
-        return [line for line in (folder / LABELS).read_text(encoding="utf-8").splitlines() if line]
-    if (folder / EXPORT_INFO).is_file():
-        return list(json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))["classes"])
+    try:
+        if (folder / LABELS).is_file():
+            return [line for line in (folder / LABELS).read_text(encoding="utf-8").splitlines() if line]
+        if (folder / EXPORT_INFO).is_file():
+            return [str(name) for name in json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))["classes"]]
+    except (ValueError, KeyError, TypeError) as exc:  # not UTF-8, not JSON, no classes
+        raise ImgclsError(f"{folder}: its {LABELS} or {EXPORT_INFO} is damaged ({first_line(exc, 120)}); "
+                          "export again, or write the class names into labels.txt, one a line") from None
     if (folder / layout.CLASSES).is_file():
         return layout.read_classes(folder)
     raise ImgclsError(f"{folder}: no {LABELS} beside the model; export with `imgcls export`, "
@@ -96,6 +123,9 @@ def load_keras(path: Path):
 
     from imgcls.models import inference_model
 
+    if not zipfile.is_zipfile(path):
+        raise ImgclsError(f"{path}: not a .keras model file (damaged or cut short: a .keras file is a zip archive); "
+                          "train or export it again")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # a damaged or foreign file: say which and why, without a traceback
@@ -111,7 +141,7 @@ def _keras_classifier(path: Path, class_names: list[str]) -> Classifier:
     height, width, channels = _image_shape(model.input_shape, path)
     return Classifier(class_names, (height, width), channels,
                       lambda images: np.asarray(model.predict_on_batch(images.astype(np.float32))),
-                      "keras", path, model)
+                      "keras", path, model, outputs=int(model.output_shape[-1]))
 
 
 def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
@@ -131,7 +161,9 @@ def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
         outputs = serve(**{name: tf.constant(images, dtype=spec.dtype)})
         return next(iter(outputs.values())).numpy()
 
-    return Classifier(class_names, (height, width), channels, predict_batch, "savedmodel", path, loaded)
+    [output] = serve.structured_outputs.values() if len(serve.structured_outputs) == 1 else [None]
+    units = int(output.shape[-1]) if output is not None and output.shape.rank and output.shape[-1] else None
+    return Classifier(class_names, (height, width), channels, predict_batch, "savedmodel", path, loaded, outputs=units)
 
 
 def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
@@ -152,7 +184,8 @@ def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
         interpreter.invoke()
         return _dequantize(interpreter.get_tensor(target["index"]), target)
 
-    return Classifier(class_names, (height, width), channels, predict_batch, "tflite", path, interpreter)
+    return Classifier(class_names, (height, width), channels, predict_batch, "tflite", path, interpreter,
+                      outputs=int(target["shape"][-1]))
 
 
 def _image_shape(shape, path: Path) -> tuple[int, int, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -88,13 +89,27 @@ def _folder_images(data_dir: Path, class_names: list[str]) -> tuple[Path, list[s
 # --------------------------------------------------------------------------- evaluating a run
 
 
-def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate the run's best.keras; write eval.json and the plots into the run; return eval.json's content."""
-    from imgcls.infer.classifier import Classifier
+def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None, out: Path | None = None) -> dict[str, Any]:
+    """Evaluate the run's best.keras; write eval.json and the plots into `out` (default: the run); return eval.json's content."""
+    evaluation = compute_evaluation(run, split, data_dir)
+    write_evaluation(evaluation, out)
+    return evaluation.result
+
+
+@dataclass
+class Evaluation:
+    result: dict[str, Any]  # what eval.json holds
+    run: Path
+    worst_images: list  # the pixels of result["misclassified"], for misclassified.png
+
+
+def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = None) -> Evaluation:
+    """Every figure of `imgcls evaluate`, computed; nothing written yet (`write_evaluation` does that)."""
     from imgcls.config import load_config
     from imgcls.data.pipeline import encode_labels, image_batches
-    from imgcls.models import build_loss
+    from imgcls.infer.classifier import Classifier
     from imgcls.infer.predict import as_class_probabilities, class_probabilities
+    from imgcls.models import build_loss
 
     run = layout.resolve_run(run)
     config = load_config(run / layout.CONFIG)
@@ -121,10 +136,21 @@ def evaluate_run(run: Path, split: str = "val", data_dir: Path | None = None) ->
                                 "predicted": class_names[int(probs[i].argmax())], "confidence": float(probs[i].max())}
                                for i in worst]
     result["files"] = {key: artifact_name(base, tag) for key, base in ARTIFACTS.items()}
-    worst_images = list(image_batches([readable[i] for i in worst], classifier.image_size, classifier.channels))
-    _draw(run, result, list(np.concatenate(worst_images)) if worst_images else [])
-    write_json(run / result["files"]["eval"], result)
-    return result
+    batches = list(image_batches([readable[i] for i in worst], classifier.image_size, classifier.channels))
+    return Evaluation(result, run, list(np.concatenate(batches)) if batches else [])
+
+
+def write_evaluation(evaluation: Evaluation, out: Path | None = None) -> Path:
+    """eval.json and the three PNGs, into `out` (default: the run folder); a folder that cannot be written is one line."""
+    folder = Path(out) if out is not None else evaluation.run
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _draw(folder, evaluation.result, evaluation.worst_images)
+        write_json(folder / evaluation.result["files"]["eval"], evaluation.result)
+    except OSError as exc:
+        raise ImgclsError(f"{exc.filename or folder}: cannot write the evaluation report there ({exc.strerror or exc}); "
+                          "give --out DIR to write it elsewhere") from None
+    return folder
 
 
 def _checkpoint(run: Path, config) -> dict[str, Any]:
@@ -162,8 +188,8 @@ def summary_line(result: dict[str, Any]) -> str:
             f"loss {result['loss']:.4f}, macro F1 {result['macro_avg']['f1']:.4f}; wrote {result['files']['eval']} and plots")
 
 
-def evaluation_report(result: dict[str, Any], run: Path) -> list:
-    """What `imgcls evaluate` prints: what was evaluated, the headline figures, the per-class table, the files."""
+def evaluation_report(result: dict[str, Any]) -> list:
+    """What `imgcls evaluate` prints: what was evaluated, the headline figures, the per-class table."""
     from rich.text import Text
 
     checkpoint = result["checkpoint"]
@@ -174,7 +200,7 @@ def evaluation_report(result: dict[str, Any], run: Path) -> list:
     if result["top_k"]:
         figures.append_text(Text.assemble(f"   top-{result['top_k']['k']} accuracy ", (f"{result['top_k']['accuracy']:.4f}", "bold")))
     figures.append_text(Text.assemble("   loss ", (f"{result['loss']:.4f}", "bold")))
-    return [heading, figures, report_table(result), Text(f"wrote {', '.join(result['files'].values())} in {run}")]
+    return [heading, figures, report_table(result)]
 
 
 def report_table(result: dict[str, Any]):

@@ -16,10 +16,15 @@ from typing import Callable
 import numpy as np
 
 from imgcls.infer.classifier import Classifier, best_model_path, load_keras
-from imgcls.data.pipeline import image_batches
+from imgcls.data.pipeline import image_batches, unreadable_image
 from imgcls.data.scan import ScannedFile, scan_files
 from imgcls.errors import ImgclsError
 from imgcls.files import write_csv
+
+
+def _one_field(text: str) -> str:
+    """A path or class name as one tab-separated field: a tab or line break in it is written as \\t, \\n."""
+    return str(text).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @dataclass
@@ -34,8 +39,8 @@ class Prediction:
 
     def line(self) -> str:
         """path, label and confidence, tab-separated, then the other top-k labels in brackets."""
-        others = "  ".join(f"{t['label']} {t['confidence']:.3f}" for t in self.top_k[1:])
-        return f"{self.path}\t{self.label}\t{self.confidence:.3f}" + (f"\t({others})" if others else "")
+        others = "  ".join(f"{_one_field(t['label'])} {t['confidence']:.3f}" for t in self.top_k[1:])
+        return f"{_one_field(self.path)}\t{_one_field(self.label)}\t{self.confidence:.3f}" + (f"\t({others})" if others else "")
 
 
 def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[ScannedFile]:
@@ -53,7 +58,8 @@ def collect_images(paths: list[Path], warn: Callable[[str], None] | None = None)
         elif path.is_file():
             candidates.append((path, None))
         else:
-            raise ImgclsError(f"{path}: no such file or folder")
+            raise ImgclsError(f"{path}: " + ("not a regular file (a pipe, socket or device)" if path.exists()
+                                              else "no such file or folder"))
     scanned, _ = scan_files([file for file, _ in candidates])
     images, found_in = [], set()
     for (file, folder), found in zip(candidates, scanned):
@@ -96,7 +102,19 @@ def class_probabilities(classifier: Classifier, readable: list[str], batch_size:
     (docs/benchmarks.md, "Predict").
     """
     batches = image_batches(readable, classifier.image_size, classifier.channels, batch_size)
-    return np.concatenate([classifier.predict_batch(batch) for batch in batches])
+    try:
+        probabilities = np.concatenate([classifier.predict_batch(batch) for batch in batches])
+    except Exception as exc:
+        problem = unreadable_image(exc, readable)
+        if problem is None:
+            raise
+        raise ImgclsError(f"an image could not be read ({problem}); it changed after it was checked: restore it, or "
+                          "leave it out") from None
+    broken = ~np.isfinite(probabilities).all(axis=1)
+    if broken.any():
+        raise ImgclsError(f"{classifier.source}: the model gives NaN or infinite outputs (first for {readable[int(broken.argmax())]}): "
+                          "its weights are broken, as when training diverged; train it again with a lower learning rate")
+    return probabilities
 
 
 def as_class_probabilities(probs: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ predict, plot, evaluate and `imgcls runs` read runs through this module.
 from __future__ import annotations
 
 import csv
+import errno
+import io
+import json
 import os
 import re
 import shutil
@@ -22,8 +25,9 @@ from typing import Any
 
 import yaml
 
-from imgcls.errors import ImgclsError
-from imgcls.files import atomic_file, read_json, write_json
+from imgcls.data.folders import RUNS_MARKER
+from imgcls.errors import ImgclsError, first_line
+from imgcls.files import atomic_file, load_yaml, write_json
 
 LATEST = "latest"
 CONFIG = "config.yaml"
@@ -36,13 +40,20 @@ HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 METRICS = "metrics.json"
 PROCESS = "process.json"
+LOCK = "process.lock"  # held by the training process while it lives
 EVAL = "eval.json"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_NORMALIZED_PNG = "confusion_matrix_normalized.png"
 MISCLASSIFIED_PNG = "misclassified.png"
-STATUSES = ("finished", "stopped_early", "time_limit", "interrupted", "failed", "running", "unknown")
+STATUSES = ("finished", "stopped_early", "time_limit", "interrupted", "failed", "running", "unknown", "unreadable")
 EXPORT = "export"
 TENSORBOARD = "tensorboard"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the process id alone decides
+    fcntl = None
+_HELD: dict[str, int] = {}  # this process' run locks: run folder -> file descriptor
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -69,6 +80,7 @@ def create_run(runs_dir: Path, name: str, bytes_needed: int = 0) -> Path:
     except OSError as exc:
         raise ImgclsError(f"cannot create runs folder {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
     check_room(runs_dir, bytes_needed)
+    (runs_dir / RUNS_MARKER).touch()  # so a data folder that holds this runs folder never takes it for a class
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
         run = runs_dir / (f"{name}-{stamp}" if attempt == 1 else f"{name}-{stamp}-{attempt}")
@@ -100,9 +112,52 @@ def check_room(folder: Path, bytes_needed: int) -> None:
 
 
 def record_process(run: Path) -> None:
-    """Note which process trains `run`: a run without metrics.json is running only while it lives."""
+    """Note which process trains `run`, and hold the run's lock while it does (see `training_holds`).
+
+    A PID alone cannot tell: it is reused, and in a container the trainer is
+    PID 1, always alive. The kernel releases the lock when the process ends,
+    however it ends (SIGKILL and out-of-memory included).
+    """
     write_json(Path(run) / PROCESS, {"host": socket.gethostname(), "pid": os.getpid(),
                                      "started": datetime.now().isoformat(timespec="seconds")})
+    if fcntl is None or str(Path(run).resolve()) in _HELD:
+        return
+    fd = os.open(Path(run) / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise ImgclsError(f"{run}: another process is training this run; stop it first") from None
+        return  # a file system without locks: the process id decides, as for runs made before the lock
+    _HELD[str(Path(run).resolve())] = fd
+
+
+def release_run(run: Path) -> None:
+    """Give up the run's lock: this process no longer trains it."""
+    fd = _HELD.pop(str(Path(run).resolve()), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def training_holds(run: Path) -> bool | None:
+    """Whether a live process holds the run's training lock; None when the run has no lock to ask (older runs, Windows)."""
+    path = Path(run) / LOCK
+    if fcntl is None or not path.is_file():
+        return None
+    if str(Path(run).resolve()) in _HELD:
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return True if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def point_latest(runs_dir: Path, run: Path) -> None:
@@ -123,13 +178,19 @@ def point_latest(runs_dir: Path, run: Path) -> None:
 def resolve_run(run: Path | str | None, runs_dir: Path | str = "runs") -> Path:
     """The run folder that `run` names (default: runs/latest), checked to be a run."""
     path = Path(run) if run is not None else Path(runs_dir) / LATEST
-    if path.is_file() and not (path / CONFIG).exists():
-        # A pointer file written where symlinks are impossible.
-        path = path.parent / path.read_text(encoding="utf-8").strip()
+    if path.name == LATEST and path.is_file():  # a pointer file, where symlinks are impossible
+        path = path.parent / path.read_text(encoding="utf-8", errors="replace").strip()[:255]
     if not path.exists():
         if run is None:
+            others = [p.name for p in list_runs(runs_dir)]
+            if others:
+                raise ImgclsError(f"{Path(runs_dir) / LATEST} points to a run that is gone; give one with --run "
+                                  f"(runs here: {', '.join(others[-5:])})")
             raise ImgclsError(f"no runs yet in {runs_dir}/ (train one with: imgcls train configs/digits.yaml, or pass --run RUN)")
         raise ImgclsError(f"run not found: {path}")
+    if not path.is_dir():
+        raise ImgclsError(f"{path} is a file, not a run folder; give a folder under runs/ (a config file is for `imgcls train "
+                          "CONFIG`, without --resume)")
     if not (path / CONFIG).is_file():
         raise ImgclsError(f"{path} is not an imgcls run folder (it has no {CONFIG}); give a folder under runs/")
     return path.resolve()
@@ -145,32 +206,66 @@ def list_runs(runs_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- reading runs
 
 
+def _read(run: Path, name: str, parse, missing: str):
+    """A run file parsed; a missing or damaged one is one line that names it (it may have been edited or cut short)."""
+    path = Path(run) / name
+    if not path.is_file():
+        raise ImgclsError(f"{run}: no {name}; {missing}")
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ImgclsError(f"{path}: damaged ({first_line(exc, 120)}); restore it from a backup copy, or train again") from None
+
+
+def _typed(value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise ValueError(f"expected {what}, found {type(value).__name__}")
+    return value
+
+
 def read_config(run: Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(run) / CONFIG).read_text(encoding="utf-8"))
+    def parse(text: str) -> dict[str, Any]:
+        config = _typed(load_yaml(text), dict, "a mapping")
+        _typed(config.get("data"), dict, "a data: section")
+        return config
+
+    return _read(run, CONFIG, parse, "give a run folder")
 
 
 def read_classes(run: Path) -> list[str]:
-    path = Path(run) / CLASSES
-    if not path.is_file():
-        raise ImgclsError(f"{run}: no {CLASSES}; the run did not get far enough to record its classes")
-    return read_json(path)
+    def parse(text: str) -> list[str]:
+        names = _typed(json.loads(text), list, "a list of class names")
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ValueError("expected distinct, non-empty class names")
+        return names
+
+    return _read(run, CLASSES, parse, "the run did not get far enough to record its classes")
 
 
 def read_history(run: Path) -> list[dict[str, float]]:
-    path = Path(run) / HISTORY_CSV
-    if not path.is_file():
-        raise ImgclsError(f"{run}: no {HISTORY_CSV} yet (the run has not finished an epoch)")
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    def parse(text: str) -> list[dict[str, float]]:
+        rows = []
+        for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+            try:
+                rows.append({k: float(v) for k, v in row.items() if k is not None and v not in ("", None)})
+            except ValueError:
+                raise ValueError(f"line {number} is not numbers") from None
+            if "epoch" not in rows[-1]:
+                raise ValueError(f"line {number} has no epoch")
+        return rows
+
+    return _read(run, HISTORY_CSV, parse, "the run has not finished an epoch yet")
 
 
 def read_split(run: Path) -> list[dict[str, str]]:
     """split.csv's rows: path (relative to the subset's data folder), class, subset."""
-    path = Path(run) / SPLIT
-    if not path.is_file():
-        raise ImgclsError(f"{run}: no {SPLIT}; the run did not get far enough to record its split")
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    def parse(text: str) -> list[dict[str, str]]:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if any(not {"path", "class", "subset"} <= set(row) or None in row.values() for row in rows):
+            raise ValueError("expected the columns path, class, subset on every line")
+        return rows
+
+    return _read(run, SPLIT, parse, "the run did not get far enough to record its split")
 
 
 def subset_root(run: Path, subset: str) -> Path:
@@ -195,5 +290,6 @@ def subset_images(run: Path, subset: str) -> list[tuple[Path, str]]:
 
 def read_metrics(run: Path) -> dict[str, Any] | None:
     """metrics.json, or None while the run trains (or when its process died before writing it)."""
-    path = Path(run) / METRICS
-    return read_json(path) if path.is_file() else None
+    if not (Path(run) / METRICS).is_file():
+        return None
+    return _read(run, METRICS, lambda text: _typed(json.loads(text), dict, "a mapping"), "")

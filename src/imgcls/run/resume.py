@@ -44,10 +44,10 @@ def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force
     """The run to continue and its config, or ImgclsError saying why it cannot continue."""
     folder = layout.resolve_run(run, runs_dir)
     status = run_status(folder)
-    if status == "running":
+    if status == "running" and not force:
         process = read_json(folder / layout.PROCESS)
         raise ImgclsError(f"{folder}: still training (process {process.get('pid')} on {process.get('host')}); "
-                          "stop it first, or wait for it to finish")
+                          "stop it first, or wait for it to finish (--force resumes anyway, if you are sure it is not)")
     # data.dir as written may be relative to where training started; the run also recorded it absolute.
     saved = layout.read_config(folder)
     absolute = (saved.get("imgcls") or {}).get("data_dir")

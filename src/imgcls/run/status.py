@@ -11,16 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.config import monitor_mode
+from imgcls.errors import ImgclsError
 from imgcls.files import read_json
-from imgcls.run.layout import CONFIG, HISTORY_CSV, PROCESS, read_config, read_history, read_metrics
+from imgcls.run.layout import (
+    CONFIG, HISTORY_CSV, PROCESS, list_runs, read_config, read_history, read_metrics, training_holds,
+)
 
 
 def best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float] | None:
     """The epoch best.keras holds: the first best one, as ModelCheckpoint saves only on strict improvement.
 
-    NaN never improves on anything, for ModelCheckpoint as here.
+    NaN never improves on anything, for ModelCheckpoint as here; an epoch whose loss diverged is never the best.
     """
-    scored = [r for r in rows if monitor in r and not math.isnan(r[monitor])]
+    scored = [r for r in rows if monitor in r and not math.isnan(r[monitor])
+              and all(math.isfinite(r[loss]) for loss in ("loss", "val_loss") if loss in r)]  # a diverged epoch is never best
     if not scored:
         return None
     return (max if monitor_mode(monitor, mode) == "max" else min)(scored, key=lambda r: r[monitor])
@@ -42,7 +46,10 @@ def run_status(run: Path) -> str:
 
     Ctrl-C and normal ends both write metrics.json, so a run whose process is
     gone without one crashed, was killed (SIGKILL, out of memory) or lost power:
-    that is `failed`. `unknown` when the process ran on another host.
+    that is `failed`. Whether the process lives is asked of the run's lock
+    (`layout.training_holds`), which a reused process id cannot fake; runs
+    made before the lock fall back to the process id. `unknown` when the
+    process ran on another host.
     """
     metrics = read_metrics(run)
     if metrics:
@@ -50,16 +57,29 @@ def run_status(run: Path) -> str:
     path = Path(run) / PROCESS
     if not path.is_file():
         return "failed"
-    process = read_json(path)
-    if process.get("host") != socket.gethostname() or os.name == "nt":  # os.kill(pid, 0) would kill on Windows
-        return "unknown"
     try:
-        os.kill(int(process["pid"]), 0)
+        process = read_json(path)
+        host, pid = process.get("host"), int(process["pid"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "unknown"  # a damaged process.json: nothing to tell by
+    if host != socket.gethostname():
+        return "unknown"
+    held = training_holds(run)
+    if held is not None:
+        return "running" if held else "failed"
+    return "running" if _alive(pid) else "failed"
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would kill on Windows
+        return True
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return "failed"
+        return False
     except PermissionError:  # alive, owned by another user
-        return "running"
-    return "running"
+        return True
+    return True
 
 
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
@@ -92,7 +112,21 @@ def describe_run(run: Path) -> dict[str, Any]:
     }
 
 
-STATUS_STYLE = {"finished": "green", "stopped_early": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
+def describe_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """`describe_run` of every run in `runs_dir`; a run whose files are damaged is listed as unreadable, with why."""
+    described = []
+    for run in list_runs(runs_dir):
+        try:
+            described.append(describe_run(run))
+        except ImgclsError as exc:
+            described.append({"name": run.name, "date": None, "model": None, "epochs_run": None, "epochs_planned": None,
+                              "best_epoch": None, "best_val_accuracy": None, "wall_time_s": None, "status": "unreadable",
+                              "problem": str(exc), "path": str(run)})
+    return described
+
+
+STATUS_STYLE = {"finished": "green", "stopped_early": "green", "interrupted": "yellow", "failed": "red", "running": "cyan",
+                "unreadable": "red"}
 
 
 def runs_table(described: list[dict[str, Any]]):
@@ -106,7 +140,8 @@ def runs_table(described: list[dict[str, Any]]):
                          no_wrap=column != "run")
     for r in described:
         accuracy = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
-        table.add_row(r["name"], r["date"], r["model"], f"{r['epochs_run']}/{r['epochs_planned']}", accuracy,
+        epochs = f"{r['epochs_run']}/{r['epochs_planned']}" if r["epochs_run"] is not None else "-"
+        table.add_row(r["name"], r["date"] or "-", r["model"] or "-", epochs, accuracy,
                       _duration(r["wall_time_s"]), Text(r["status"].replace("_", " "), style=STATUS_STYLE.get(r["status"], "")))
     return table
 

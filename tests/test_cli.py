@@ -7,13 +7,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import MESSY_BAD, assert_user_error, make_image_folder, make_messy_folder, run_cli, write_config
+from conftest import (MESSY_BAD, assert_user_error, make_image_folder, make_messy_folder, run_cli,
+                      training_process_after_its_first_epoch, write_config)
 
 from imgcls import files
 from imgcls.run import layout
@@ -112,14 +112,7 @@ def test_a_real_ctrl_c_mid_training_keeps_completed_epochs_and_exits_130(tmp_pat
     """SIGINT, as a terminal sends it, to a training process between its first epoch and its last."""
     config = write_config(tmp_path / "c.yaml", tiny_data, data={"batch_size": 1}, train={"epochs": 500})
     runs_dir = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-m", "imgcls", "train", str(config), "--runs-dir", str(runs_dir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list(runs_dir.glob("*/backup/epoch-*")):  # the first epoch is done and backed up
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail(f"training did not finish an epoch: {process.communicate()[1][-2000:]}")
-        time.sleep(0.05)
+    process = training_process_after_its_first_epoch(config, runs_dir)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-2000:]

@@ -49,7 +49,7 @@ def test_unknown_nested_and_model_option_keys_are_named_with_their_path():
     ("train", "epochs", "many", "train.epochs: Input should be a valid integer"),
     ("train", "optimizer", "adamm", "train.optimizer: Input should be 'adam', 'adamw', 'sgd' or 'rmsprop'"),
     ("runtime", "device", -1, "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got -1)"),
-    ("runtime", "device", True, "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got True)"),
+    ("runtime", "device", True, "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got 'true')"),
     ("runtime", "device", "tpu", "runtime.device: use auto | cpu | gpu | a GPU index (0, 1, ...) (got 'tpu')"),
 ])
 def test_wrong_types_and_ranges_name_the_key_and_the_allowed_values(section, key, value, expected):

@@ -259,13 +259,23 @@ def test_a_read_only_runs_folder_is_refused_before_training(cli, tmp_path, tiny_
 # --------------------------------------------------------------------------- what resume refuses
 
 
-def test_resume_is_refused_while_the_runs_process_is_alive(cli, interrupted_and_resumed, tmp_path):
+def test_resume_is_refused_while_the_runs_trainer_lives(cli, interrupted_and_resumed, tmp_path):
     run = shutil.copytree(interrupted_and_resumed["pristine"], tmp_path / "alive")
     (run / "metrics.json").unlink()  # as while training: metrics.json comes at the end
-    files.write_json(run / "process.json", {**files.read_json(run / "process.json"), "pid": os.getpid()})
-    result = cli("train", "--resume", run)
-    assert result.exit_code == 2 and "still training (process" in result.stderr and "stop it first" in result.stderr
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+                               str(run / "process.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another process trains it
+        result = cli("train", "--resume", run)
+        assert result.exit_code == 2 and "still training (process" in result.stderr and "stop it first" in result.stderr
+        forced = cli("train", "--resume", run, "--force")
+        assert forced.exit_code == 2 and "another process is training this run" in forced.stderr
+    finally:
+        holder.kill()
+        holder.wait()
     assert not (run / "metrics.json").exists() and (run / "backup").is_dir()
+    assert cli("train", "--resume", run).exit_code == 0  # its trainer is gone: the lock went with it
 
 
 def test_resume_is_refused_when_the_data_no_longer_splits_as_split_csv_says(cli, interrupted_and_resumed, tmp_path):
@@ -407,7 +417,7 @@ def test_two_workers_train_one_run_together_and_only_the_chief_writes_it(tmp_pat
             np.testing.assert_allclose(chief[name], other[name], rtol=1e-6, atol=1e-7)
     for index in range(2):
         assert json.loads((tmp_path / f"worker{index}.npz.json").read_text())["steps"] == 2 * 2
-    [run] = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
+    [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.is_symlink()]
     assert files.read_json(run / "metrics.json")["status"] == "finished"
     assert layout.read_config(run)["imgcls"]["distribute"] == {"strategy": "multi_worker", "replicas": 2, "global_batch_size": 16}
     assert len(layout.read_history(run)) == 2

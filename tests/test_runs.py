@@ -63,18 +63,31 @@ def test_runs_in_an_empty_folder_says_how_to_make_one(cli, tmp_path):
     assert result.exit_code == 0 and "no runs" in result.stderr
 
 
-def test_a_run_without_metrics_is_running_while_its_process_lives_and_failed_after(trained_run, tmp_path):
+def test_a_run_without_metrics_is_running_while_its_trainer_holds_the_lock(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path)
     (run / "metrics.json").unlink()
-    layout.record_process(run)  # this test process: alive
+    layout.record_process(run)  # this test process trains it: it holds the run's lock
     assert status.run_status(run) == "running"
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    layout.release_run(run)  # as the kernel does when the trainer ends, however it ends
+    assert status.run_status(run) == "failed"
     process = files.read_json(run / "process.json")
-    files.write_json(run / "process.json", {**process, "pid": gone.pid})
+    files.write_json(run / "process.json", {**process, "pid": 1})  # a reused id: PID 1 always lives
     assert status.run_status(run) == "failed"
     files.write_json(run / "process.json", {**process, "host": "another-machine"})
     assert status.run_status(run) == "unknown"
+
+
+def test_a_run_from_before_the_lock_is_running_while_its_process_id_lives(trained_run, tmp_path):
+    run = _copy(trained_run, tmp_path)
+    (run / "metrics.json").unlink()
+    (run / "process.lock").unlink(missing_ok=True)
+    process = files.read_json(run / "process.json")
+    files.write_json(run / "process.json", {**process, "pid": os.getpid()})
+    assert status.run_status(run) == "running"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    files.write_json(run / "process.json", {**process, "pid": gone.pid})
+    assert status.run_status(run) == "failed"
 
 
 def test_a_run_without_metrics_still_reports_its_best_epoch_from_history(trained_run, tmp_path):

@@ -314,13 +314,37 @@ def test_a_diverging_run_fails_at_once_and_keeps_no_nan_model(cli, tmp_path, tin
     result = cli("train", tiny_config, "--runs-dir", tmp_path / "runs", "--set", "train.learning_rate=1e30",
                  "--set", "train.epochs=5")
     assert result.exit_code == 2
-    assert "training failed: the loss became NaN or infinite at epoch 1" in result.stderr
+    assert "training failed: the loss diverged (NaN, infinite or over 1e6) at epoch 1" in result.stderr
     assert "lower train.learning_rate" in result.stderr and "Traceback" not in result.output
     run = (tmp_path / "runs" / "latest").resolve()
     metrics = files.read_json(run / "metrics.json")
     assert metrics["status"] == "failed" and metrics["epochs_run"] == 1 and metrics["best_epoch"] is None
     assert not (run / "best.keras").exists() and not (run / "backup").exists()
     assert_user_error(cli("predict", tmp_path, "--run", run), "no best.keras")
+
+
+@pytest.mark.parametrize("loss, diverged", [(2.3, False), (16.0, False), (float("nan"), True), (float("inf"), True),
+                                            (5.9e20, True)])  # the last: lr 1e6, finite but exploded
+def test_a_loss_that_is_nan_infinite_or_exploded_stops_training(loss, diverged):
+    from imgcls.train.callbacks import StopOnNonFiniteLoss
+
+    class Model:
+        stop_training = False
+
+    stopper = StopOnNonFiniteLoss()
+    stopper.set_model(Model())
+    stopper.on_epoch_begin(2)
+    stopper.on_train_batch_end(11, {"loss": loss})
+    assert stopper.model.stop_training is diverged and stopper.diverged == ("epoch 3, step 12" if diverged else "")
+
+
+def test_an_epoch_whose_loss_exploded_is_never_the_best():
+    from imgcls.run.status import best_row
+
+    rows = [{"epoch": 1, "loss": 2.0, "val_loss": 1.9, "val_accuracy": 0.4},
+            {"epoch": 2, "loss": 3e20, "val_loss": 5e23, "val_accuracy": 0.5}]  # a lucky accuracy from exploded weights
+    assert best_row(rows, "val_accuracy", "auto")["epoch"] == 1
+    assert best_row(rows[1:], "val_accuracy", "auto") is None
 
 
 def test_predict_never_prints_a_nan_confidence(cli, tmp_path, tiny_data):
@@ -347,6 +371,29 @@ def test_a_class_name_with_a_tab_or_newline_stays_one_field_of_one_line(cli, tmp
     line = Prediction("a\tb.png", "two\nlines", 0.5, [{"label": "two\nlines", "confidence": 0.5},
                                                        {"label": "x\ty", "confidence": 0.5}]).line()
     assert line.count("\t") == 3 and "\n" not in line and "two\\nlines" in line and "x\\ty" in line
+
+
+@pytest.mark.slow
+def test_a_signal_that_lands_in_a_librarys_bare_except_still_stops_the_run(tmp_path, tiny_data):
+    """Keras converts every step's logs inside `try: ... except: pass`: a signal handled there must not be lost."""
+    import keras
+
+    from imgcls.launch import launch_training
+
+    class SignalInsideBareExcept(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, inside the `try`
+                    time.sleep(0.01)
+                except:  # noqa: E722 - the library code this stands for
+                    pass
+
+    config = write_config(tmp_path / "c.yaml", tiny_data, data={"batch_size": 4}, train={"epochs": 50})
+    run, metrics = launch_training(config, runs_dir=tmp_path / "runs", callbacks=[SignalInsideBareExcept()],
+                                   log=lambda *a, **k: None)
+    assert metrics["status"] == "interrupted" and metrics["epochs_run"] == 0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back once the run's files are written
 
 
 @pytest.mark.slow

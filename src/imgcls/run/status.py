@@ -17,6 +17,16 @@ from imgcls.run.layout import (
     CONFIG, HISTORY_CSV, PROCESS, list_runs, read_config, read_history, read_metrics, training_holds,
 )
 
+# Crossentropy on Keras' clipped probabilities is at most -ln(1e-7), about 16 an image: a loss past this
+# comes from weights that exploded (through their regularization terms), however finite it still is.
+EXPLODED_LOSS = 1e6
+
+
+def loss_diverged(value) -> bool:
+    """Whether a loss says training diverged: NaN, infinite, or exploded past EXPLODED_LOSS."""
+    value = float(value)
+    return not math.isfinite(value) or value > EXPLODED_LOSS
+
 
 def best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float] | None:
     """The epoch best.keras holds: the first best one, as ModelCheckpoint saves only on strict improvement.
@@ -24,7 +34,7 @@ def best_row(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str,
     NaN never improves on anything, for ModelCheckpoint as here; an epoch whose loss diverged is never the best.
     """
     scored = [r for r in rows if monitor in r and not math.isnan(r[monitor])
-              and all(math.isfinite(r[loss]) for loss in ("loss", "val_loss") if loss in r)]  # a diverged epoch is never best
+              and not any(loss_diverged(r[loss]) for loss in ("loss", "val_loss") if loss in r)]
     if not scored:
         return None
     return (max if monitor_mode(monitor, mode) == "max" else min)(scored, key=lambda r: r[monitor])

@@ -29,6 +29,7 @@ import numpy as np
 from imgcls.errors import ImgclsError
 from imgcls.files import atomic_file, atomic_folder
 from imgcls.models import inference_model
+from imgcls.run.status import loss_diverged
 
 BACKUP = "backup"
 _WEIGHTS = "model.weights.h5"
@@ -75,15 +76,11 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     def _save_model(self, epoch, batch, logs):  # Keras-private hook: see tests/test_keras_internals.py
-        if not _finite_losses(logs):
+        if any(loss_diverged(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss")):
             return  # a diverged epoch is never the best, whatever its accuracy says
         if self._should_save_model(epoch, batch, logs, self.filepath):
             with atomic_file(Path(self.filepath)) as temporary:
                 inference_model(self.model).save(temporary)
-
-
-def _finite_losses(logs: dict | None) -> bool:
-    return all(np.isfinite(float(v)) for k, v in (logs or {}).items() if k in ("loss", "val_loss"))
 
 
 class EpochBackup(keras.callbacks.Callback):

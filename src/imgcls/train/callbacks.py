@@ -1,11 +1,12 @@
 """The callbacks of a training run, in the order `build_callbacks` puts them.
 
     HistoryWriter          history.csv after every epoch (with `lr` and `seconds`), steady-state images/s
-    StopOnNonFiniteLoss    stops at the first NaN or infinite loss (the run fails)
+    StopOnNonFiniteLoss    stops at the first NaN, infinite or exploded loss (the run fails)
     BestModelCheckpoint    best.keras (imgcls.train.checkpoints)
     EarlyStopping, ReduceLROnPlateau, TensorBoard   Keras' own, when the config enables them
     TimeLimit              train.time_limit_minutes: one clock for both phases of a run
     EpochBackup            the per-epoch backup (imgcls.train.checkpoints): after the callbacks whose state it keeps
+    StopOnSignal           Ctrl-C or SIGTERM (noted by the trainer's handler), acted on at the next batch
     the caller's callbacks `train(..., callbacks=[...])`: last, so one that stops training sees the epoch saved
 
 With train.ema, `with_ema` wraps every fit's list: Keras' `SwapEMAWeights`
@@ -24,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from imgcls.config import Config, monitor_mode
 from imgcls.files import write_csv
 from imgcls.run import layout
+from imgcls.run.status import loss_diverged
 from imgcls.train.checkpoints import BestModelCheckpoint, EpochBackup, is_stateful
 from imgcls.train.optim import current_learning_rate
 
@@ -107,7 +108,7 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first step whose loss is NaN or infinite: nothing after it can be trusted.
+    """Stops training at the first step whose loss is NaN, infinite or exploded: nothing after it can be trusted.
 
     `diverged` says where ("epoch 3, step 12"); BestModelCheckpoint never saves such an epoch.
     """
@@ -121,9 +122,32 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)) and not self.diverged:
+        if loss is not None and loss_diverged(loss) and not self.diverged:
             self.diverged = f"epoch {self.epoch + 1}, step {batch + 1}"
             self.model.stop_training = True
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raises the interruption a signal asked for at the next batch, where it cannot be lost.
+
+    A handler that raised wherever the main thread happened to be could land
+    inside a library's bare `except:` (Keras has one around every step's
+    `float(loss)`) and be swallowed: the run went on as if never interrupted.
+    The trainer's handler only notes the signal in `received`; a second signal
+    before the next batch raises at once (a step that takes minutes).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.received: type[BaseException] | None = None
+        self.raised = False
+
+    def raise_received(self, *_args, **_kwargs):
+        if self.received is not None:
+            self.raised = True
+            raise self.received()
+
+    on_train_begin = on_epoch_begin = on_train_batch_end = on_test_batch_end = raise_received
 
 
 class KeepEMAOnStop(keras.callbacks.Callback):
@@ -164,6 +188,7 @@ class RunCallbacks:
     early_stopping: keras.callbacks.EarlyStopping | None = None
     clock: TimeLimit | None = None
     extra: list = field(default_factory=list)
+    signals: StopOnSignal = field(default_factory=StopOnSignal)
 
 
 def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored: dict | None = None,
@@ -192,4 +217,5 @@ def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored:
         clock = TimeLimit(config.train.time_limit_minutes)
         callbacks.append(clock)
     callbacks.append(EpochBackup(run, [c for c in callbacks if is_stateful(c)], restored))
-    return RunCallbacks(callbacks + list(extra), history, divergence, early_stopping, clock, list(extra))
+    signals = StopOnSignal()
+    return RunCallbacks(callbacks + [signals] + list(extra), history, divergence, early_stopping, clock, list(extra), signals)

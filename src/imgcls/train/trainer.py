@@ -37,7 +37,7 @@ from imgcls.run import layout
 from imgcls.run.resume import history_until, resume_command
 from imgcls.runtime import setup_runtime
 from imgcls.train import checkpoints
-from imgcls.train.callbacks import HistoryWriter, RunCallbacks, build_callbacks, with_ema
+from imgcls.train.callbacks import HistoryWriter, RunCallbacks, StopOnSignal, build_callbacks, with_ema
 from imgcls.train.distribute import work_around_multi_worker_bugs
 from imgcls.train.phases import phase_continuing_after, phases_for, prepare_phase
 from imgcls.train.record import checkpoint_bytes, record_resume, write_metrics, write_run_start
@@ -91,7 +91,7 @@ def train(config: Config, runs_dir: Path | str = "runs", name: str | None = None
             gc.collect()
             _report(session.run, config, metrics, log)
     finally:
-        _restore_ctrl_c(session.sigint_before)  # only now: a Ctrl-C during the wrap-up above was the first or ignored
+        _give_signals_back(session)  # only now, when the run was interrupted: its files are written
     return session.run, metrics
 
 
@@ -141,7 +141,7 @@ def _fit(session: Session, extra_callbacks: list) -> dict[str, Any]:
     status, stopped_by = "finished", None
     start = time.perf_counter()
     try:
-        with _signals_stop_training(session):
+        with _signals_stop_training(session, run_callbacks.signals):
             _fit_phases(session, run_callbacks, resumed=bool(restored))
     except KeyboardInterrupt as exc:
         status, stopped_by = "interrupted", getattr(exc, "signal", "SIGINT")
@@ -222,7 +222,7 @@ def _how_it_ended(session: Session, run_callbacks: RunCallbacks, status: str) ->
         return status
     if run_callbacks.divergence.diverged:
         kept = "best.keras holds the best epoch before it" if (session.run / layout.MODEL).is_file() else "no model was kept"
-        session.log(f"training failed: the loss became NaN or infinite at {run_callbacks.divergence.diverged}; {kept}. "
+        session.log(f"training failed: the loss diverged (NaN, infinite or over 1e6) at {run_callbacks.divergence.diverged}; {kept}. "
                     "Try a lower train.learning_rate, train.clipnorm (e.g. 1.0), or runtime.precision: float32")
         return "failed"
     if run_callbacks.clock is not None and run_callbacks.clock.spent:
@@ -260,35 +260,45 @@ def _report(run: Path, config: Config, metrics: dict[str, Any], log: Callable) -
         raise
 
 
-def _restore_ctrl_c(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
+def _give_signals_back(session: Session) -> None:
+    for signum, handler in session.signals_before.items():
+        signal.signal(signum, handler)
+    session.signals_before = {}
 
 
 @contextmanager
-def _signals_stop_training(session: Session):
+def _signals_stop_training(session: Session, stopper: StopOnSignal):
     """Ctrl-C and SIGTERM (kill, a scheduler's pre-emption) stop training: artifacts written, exit 130 or 143.
 
-    The first signal raises; any after it is ignored until the run's last
-    files are written (`train` gives Ctrl-C back), so an impatient second
-    Ctrl-C cannot cut them short or land in a cleanup callback as a traceback.
+    The handler notes the signal and `stopper` raises it at the next batch
+    (see StopOnSignal for why not at once); a second signal before then
+    raises where it lands. Once the run is stopping, further signals are
+    ignored until its last files are written (`train` gives them back), so
+    an impatient Ctrl-C cannot cut them short or print a traceback. A run
+    that ends without a signal gets them back at once: Ctrl-C during the
+    evaluation that follows stops that.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set in the main thread
         return
 
-    def stop(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    def note(signum, frame):
+        if stopper.raised:
+            return  # stopping already: the run's files are being written
+        first = stopper.received is None
+        stopper.received = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        if not first:
+            stopper.raise_received()
 
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored on purpose (nohup, a worker): keep it so
-        session.sigint_before = signal.signal(signal.SIGINT, stop)
-    sigterm_before = signal.signal(signal.SIGTERM, stop)
+    # SIGINT ignored on purpose (nohup, a worker) stays ignored.
+    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    session.signals_before = {s: signal.signal(s, note) for s in watched}
     try:
         yield
+        stopper.raise_received()  # a signal after the last batch: still an interruption
     finally:
-        signal.signal(signal.SIGTERM, sigterm_before)
+        if not stopper.raised:
+            _give_signals_back(session)
 
 
 class Terminated(KeyboardInterrupt):

@@ -162,7 +162,8 @@ class TrainConfig(Section):
         "layers train | {epochs, unfreeze, learning_rate}"
     )
     time_limit_minutes: float | None = Field(
-        None, gt=0, description="stop cleanly once this much training time is spent (both phases); status time_limit"
+        None, gt=0, description="a training-time budget (both phases): the epochs that fit are measured and a cosine "
+        "schedule is laid over them, train.epochs becomes the cap; status time_limit"
     )
 
     @field_validator("class_weight", mode="before")

@@ -4,7 +4,7 @@
     StopOnNonFiniteLoss    stops at the first NaN, infinite or exploded loss (the run fails)
     BestModelCheckpoint    best.keras (imgcls.train.checkpoints)
     EarlyStopping, ReduceLROnPlateau, TensorBoard   Keras' own, when the config enables them
-    TimeLimit              train.time_limit_minutes: one clock for both phases of a run
+    TimeBudget             train.time_limit_minutes: plans the epochs that fit, fits the schedule, stops (imgcls.train.budget)
     EpochBackup            the per-epoch backup (imgcls.train.checkpoints): after the callbacks whose state it keeps
     StopOnSignal           Ctrl-C or SIGTERM (noted by the trainer's handler), acted on at the next batch
     the caller's callbacks `train(..., callbacks=[...])`: last, so one that stops training sees the epoch saved
@@ -30,6 +30,7 @@ from imgcls.config import Config, monitor_mode
 from imgcls.files import write_csv
 from imgcls.run import layout
 from imgcls.run.status import loss_diverged
+from imgcls.train.budget import TimeBudget
 from imgcls.train.checkpoints import BestModelCheckpoint, EpochBackup, is_stateful
 from imgcls.train.optim import current_learning_rate
 
@@ -65,46 +66,6 @@ class HistoryWriter(keras.callbacks.Callback):
         """Steady-state training throughput: the first epoch (decode, cache fill, tracing) is left out."""
         steady = self.train_seconds[1:] or self.train_seconds
         return round(self.train_images / statistics.median(steady), 1) if steady else None
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Stops training once `minutes` of training time are spent; `spent` says whether the budget ran out.
-
-    At an epoch end it also stops when the next epoch (as long as the last
-    one) would overrun the budget, so a run ends on a whole epoch whenever it
-    can. The clock starts at the first batch of the first `fit` and keeps
-    running across fine-tuning phases.
-    """
-
-    def __init__(self, minutes: float):
-        super().__init__()
-        self.seconds = minutes * 60
-        self.start = None
-        self.spent = False
-        self.epoch_start = None
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def _stop(self):
-        self.spent = True
-        self.model.stop_training = True
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.start is None:
-            self.start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.elapsed() >= self.seconds:  # an epoch longer than the budget ends mid-way
-            self._stop()
-
-    def on_epoch_end(self, epoch, logs=None):
-        last = epoch + 1 >= self.params["epochs"]  # nothing left to cut short in this fit
-        if not last and self.start is not None and self.elapsed() + (time.perf_counter() - self.epoch_start) > self.seconds:
-            self._stop()
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -186,20 +147,20 @@ class RunCallbacks:
     history: HistoryWriter
     divergence: StopOnNonFiniteLoss
     early_stopping: keras.callbacks.EarlyStopping | None = None
-    clock: TimeLimit | None = None
+    budget: TimeBudget | None = None
     extra: list = field(default_factory=list)
     signals: StopOnSignal = field(default_factory=StopOnSignal)
 
 
 def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored: dict | None = None,
-                    extra: list = ()) -> RunCallbacks:
+                    extra: list = (), budget: TimeBudget | None = None) -> RunCallbacks:
     """The run's callbacks in order (see the module docstring); `restored`: a backup's callback state to put back."""
     cb = config.callbacks
     divergence = StopOnNonFiniteLoss()
     callbacks: list = [history, divergence, BestModelCheckpoint(
         str(run / layout.MODEL), monitor=cb.checkpoint.monitor, mode=monitor_mode(cb.checkpoint.monitor, cb.checkpoint.mode),
         save_best_only=True, verbose=0)]
-    early_stopping = clock = None
+    early_stopping = None
     if cb.early_stopping.enabled:
         early_stopping = keras.callbacks.EarlyStopping(
             monitor=cb.early_stopping.monitor, mode=monitor_mode(cb.early_stopping.monitor),
@@ -213,9 +174,8 @@ def build_callbacks(config: Config, run: Path, history: HistoryWriter, restored:
             patience=plateau.patience, min_lr=plateau.min_lr, verbose=1))
     if cb.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / layout.TENSORBOARD)))
-    if config.train.time_limit_minutes:
-        clock = TimeLimit(config.train.time_limit_minutes)
-        callbacks.append(clock)
+    if budget is not None:
+        callbacks.append(budget)
     callbacks.append(EpochBackup(run, [c for c in callbacks if is_stateful(c)], restored))
     signals = StopOnSignal()
-    return RunCallbacks(callbacks + [signals] + list(extra), history, divergence, early_stopping, clock, list(extra), signals)
+    return RunCallbacks(callbacks + [signals] + list(extra), history, divergence, early_stopping, budget, list(extra), signals)

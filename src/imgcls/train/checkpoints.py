@@ -41,6 +41,7 @@ _CALLBACK_STATE = {
     "ModelCheckpoint": ("best",),
     "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+    "TimeBudget": ("seconds_spent", "planned", "estimated", "phase_ends"),  # the plan a resumed run keeps
 }
 
 
@@ -138,6 +139,14 @@ def save_backup(model, run: Path, epoch: int, stateful: list) -> Path:
 def drop_backup(run: Path) -> None:
     """A finished run has nothing to resume: its backup would only take disk space (Keras does the same)."""
     shutil.rmtree(Path(run) / BACKUP, ignore_errors=True)
+
+
+def saved_callback_state(run: Path, kind: str) -> dict[str, Any]:
+    """What the newest backup of `run` holds of one callback's state (e.g. TimeBudget's plan); {} without one."""
+    latest = latest_backup(run)
+    if latest is None:
+        return {}
+    return json.loads((latest / _STATE).read_text(encoding="utf-8")).get("callbacks", {}).get(kind) or {}
 
 
 def restore_state(model, run: Path) -> dict[str, Any] | None:

@@ -61,10 +61,27 @@ def build_learning_rate(resolved: dict[str, Any]):
     return resolved["learning_rate"]
 
 
+def follows_budget(resolved: dict[str, Any], train: TrainConfig) -> bool:
+    """Whether a time budget moves the schedule's end: a cosine decay that runs to the last epoch does.
+
+    Exponential and piecewise decays, and a cosine with its own decay_epochs,
+    are given in absolute periods: a rate, not a run length. Laid over a
+    budget with `train.epochs` as a cap of, say, 1000, they would decay the
+    rate to nothing within the first epochs.
+    """
+    s = train.schedule
+    return bool(train.time_limit_minutes) and resolved["name"] == "cosine_decay" and not (s.decay_steps or s.decay_epochs)
+
+
 def build_optimizer(train: TrainConfig, steps_per_epoch: int, replicas: int = 1) -> keras.optimizers.Optimizer:
     import keras
 
-    learning_rate = build_learning_rate(resolve_schedule(train, steps_per_epoch, replicas))
+    resolved = resolve_schedule(train, steps_per_epoch, replicas)
+    learning_rate = build_learning_rate(resolved)
+    if follows_budget(resolved, train):  # imgcls.train.budget moves its end to the epochs that fit
+        from imgcls.train.budget import FittedSchedule
+
+        learning_rate = FittedSchedule(learning_rate, resolved["warmup_steps"], train.epochs * steps_per_epoch)
     common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": train.clipnorm,
                               "use_ema": train.ema, "ema_momentum": train.ema_momentum}
     if train.weight_decay is not None:

@@ -73,7 +73,7 @@ def write_metrics(session: Session, history: HistoryWriter, status: str, seconds
         "best_epoch": int(best["epoch"]) if best else None,
         "best": {k: v for k, v in best.items() if k not in ("epoch", "seconds")} if best else {},
         "epochs_run": len(history.rows),
-        "epochs_planned": config.total_epochs,
+        "epochs_planned": config.total_epochs if session.budget is None else session.budget.planned_total(),
         "wall_time_s": round(seconds + sum(row.get("seconds", 0.0) for row in earlier), 2),
         "train_images_per_s": history.images_per_second(),
         "total_params": int(session.model.count_params()),
@@ -83,6 +83,9 @@ def write_metrics(session: Session, history: HistoryWriter, status: str, seconds
         "test_images": len(datasets.test_files), "classes": datasets.num_classes,
         "skipped_files": len(session.plan.bad_files()),
     }
+    if session.budget is not None:  # train.epochs was the cap; the plan fitted the time budget
+        metrics.update(epochs_estimated=session.budget.estimated, epochs_cap=config.total_epochs,
+                       time_limit_minutes=config.train.time_limit_minutes)
     if stopped_by:
         metrics["stopped_by"] = stopped_by  # SIGINT (Ctrl-C) or SIGTERM
     metrics["phases"] = [{"phase": p.description, "epochs": [p.first_epoch + 1, p.last_epoch]} for p in session.phases]

@@ -37,6 +37,7 @@ from imgcls.run import layout
 from imgcls.run.resume import history_until, resume_command
 from imgcls.runtime import setup_runtime
 from imgcls.train import checkpoints
+from imgcls.train.budget import TimeBudget, relay_phases
 from imgcls.train.callbacks import HistoryWriter, RunCallbacks, StopOnSignal, build_callbacks, with_ema
 from imgcls.train.distribute import work_around_multi_worker_bugs
 from imgcls.train.phases import phase_continuing_after, phases_for, prepare_phase
@@ -73,6 +74,8 @@ def train(config: Config, runs_dir: Path | str = "runs", name: str | None = None
     _log_data(session)
     # ---- the model, compiled for the phase the run starts (or continues) in, in the strategy's scope
     session.phases = phases_for(config, session.steps_per_epoch, info.replicas)
+    if resume:  # a budget may have ended a phase early: lay them out as they ran
+        relay_phases(session.phases, checkpoints.saved_callback_state(resume, "TimeBudget").get("phase_ends", []))
     with info.scope():
         session.model = build_model(config, session.num_classes)
         prepare_phase(session, session.phases[phase_continuing_after(session.phases, session.first_epoch)])
@@ -137,7 +140,10 @@ def _fit(session: Session, extra_callbacks: list) -> dict[str, Any]:
     restored, earlier = _start(session)
     work_around_multi_worker_bugs(session.model, session.info, session.datasets.val)
     history = HistoryWriter(session.run / layout.HISTORY_CSV, len(session.datasets.train_files), earlier)
-    run_callbacks = build_callbacks(session.config, session.run, history, restored, extra_callbacks)
+    if session.config.train.time_limit_minutes:
+        session.budget = TimeBudget(session.config.train.time_limit_minutes, session.phases, session.steps_per_epoch,
+                                    session.log)
+    run_callbacks = build_callbacks(session.config, session.run, history, restored, extra_callbacks, session.budget)
     status, stopped_by = "finished", None
     start = time.perf_counter()
     try:
@@ -199,12 +205,14 @@ def _fit_phases(session: Session, run_callbacks: RunCallbacks, resumed: bool) ->
     for index in range(current, len(phases)):
         phase, train_ds = phases[index], session.datasets.train
         if index > current:
-            if run_callbacks.clock is not None and run_callbacks.clock.spent:
+            if session.budget is not None and session.budget.spent:
                 break
             with info.scope():
                 prepare_phase(session, phase)
             # The training dataset starts at a given epoch (its shuffles are seeded per epoch).
             train_ds = make_datasets(session.plan, config, phase.first_epoch, replicas=info.replicas).train
+        if session.budget is not None:
+            session.budget.begin_phase(index)
         initial_epoch = max(session.first_epoch, phase.first_epoch)
         if len(phases) > 1 and initial_epoch < phase.last_epoch:
             session.log(f"phase {index + 1} of {len(phases)}: {phase.description}, epochs {initial_epoch + 1}-{phase.last_epoch}")
@@ -225,9 +233,10 @@ def _how_it_ended(session: Session, run_callbacks: RunCallbacks, status: str) ->
         session.log(f"training failed: the loss diverged (NaN, infinite or over 1e6) at {run_callbacks.divergence.diverged}; {kept}. "
                     "Try a lower train.learning_rate, train.clipnorm (e.g. 1.0), or runtime.precision: float32")
         return "failed"
-    if run_callbacks.clock is not None and run_callbacks.clock.spent:
-        session.log(f"time limit: stopped after {len(run_callbacks.history.rows)} epochs "
-                    f"(train.time_limit_minutes {session.config.train.time_limit_minutes:g})")
+    if session.budget is not None and session.budget.spent:
+        session.log(f"time limit: {len(run_callbacks.history.rows)} epochs fitted the budget of "
+                    f"{session.config.train.time_limit_minutes:g} minutes (train.epochs {session.config.total_epochs} "
+                    "was the cap)")
         return "time_limit"
     if run_callbacks.early_stopping is not None and run_callbacks.early_stopping.stopped_epoch > 0:
         return "stopped_early"

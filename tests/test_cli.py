@@ -326,7 +326,7 @@ def test_config_validates_and_prints_the_resolved_config(cli, tiny_config):
 
 def test_models_lists_the_registry(cli):
     result = cli("models")
-    for name in ("simple_cnn", "celebs_cnn", "monkeypox_cnn", "vgg16", "cnn_bn"):
+    for name in ("simple_cnn", "celebs_cnn", "monkeypox_cnn", "vgg16", "cnn_bn", "resnet_small"):
         assert name in result.stdout
 
 

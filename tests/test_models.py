@@ -32,6 +32,14 @@ def test_cnn_bn_is_the_food11_network():
     assert model.get_layer("logits").input.shape[-1] == 512
 
 
+def test_resnet_small_with_three_blocks_a_stage_is_resnet_20():
+    model = model_for("resnet_small", 10, 32, widths=[16, 32, 64], blocks_per_stage=3)
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert len(convs) == 19 + 2  # 6n+1 = 19 weighted 3x3 layers besides the output, and two 1x1 projections
+    assert model.count_params() == 274_042  # the paper's 0.27 M
+    assert model.get_layer("logits").input.shape[-1] == 64
+
+
 def test_vgg16_gap_head_is_an_order_of_magnitude_lighter():
     assert model_for("vgg16", 4, 224, head="gap").count_params() == 14_716_740
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 # Importing the builder modules registers them.
 from imgcls.errors import ImgclsError, first_line
-from imgcls.models import backbone, cnn_bn, presets, simple_cnn, vgg  # noqa: F401
+from imgcls.models import backbone, cnn_bn, presets, resnet, simple_cnn, vgg  # noqa: F401
 from imgcls.models.registry import MODELS, register_model
 
 if TYPE_CHECKING:

@@ -35,6 +35,7 @@ err = Console(stderr=True, soft_wrap=True, markup=False)
 
 SET_HELP = "Override a config key, e.g. --set train.epochs=3 (value parsed as YAML; repeatable)."
 RUNS_DIR_HELP = "Folder that holds the runs."
+TTA_HELP = "Test-time augmentation: average the outputs over each image and its mirror images (the flips of the run's data.augment_flip; a horizontal flip for --model)."
 DEVICE_HELP = "auto (every GPU, with memory growth, else the CPU) | cpu | gpu | a GPU index; as runtime.device."
 
 
@@ -107,6 +108,7 @@ def predict(
     top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Show the K most likely labels."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Predict the class of images with a trained run or an exported model."""
@@ -125,7 +127,7 @@ def predict(
     images = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
     import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
     source = Classifier.from_path(model) if model is not None else run_dir
-    predictions = predict_images(source, images, top_k=top_k)
+    predictions = predict_images(source, images, top_k=top_k, tta=tta)
     if as_json:
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
     else:
@@ -230,6 +232,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the report."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for eval.json and the PNGs (default: the run folder)."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP + " Its files get a _tta suffix."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Accuracy, top-k, loss and per-class precision/recall/F1 of a run's best.keras; confusion matrix and mistakes as PNGs."""
@@ -247,7 +250,7 @@ def evaluate(
     if out_dir is not None:
         check_writable(out_dir, "--out", folder=True)
     import_tensorflow(chosen_device)
-    evaluation = compute_evaluation(run_dir, split=split.value if split else "val", data_dir=data)
+    evaluation = compute_evaluation(run_dir, split=split.value if split else "val", data_dir=data, tta=tta)
     # The report is shown before its files are written: a run folder that cannot be written loses nothing.
     if as_json:
         out.print_json(json.dumps(evaluation.result, ensure_ascii=False))

@@ -103,12 +103,15 @@ class Evaluation:
     worst_images: list  # the pixels of result["misclassified"], for misclassified.png
 
 
-def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = None) -> Evaluation:
-    """Every figure of `imgcls evaluate`, computed; nothing written yet (`write_evaluation` does that)."""
+def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = None, tta: bool = False) -> Evaluation:
+    """Every figure of `imgcls evaluate`, computed; nothing written yet (`write_evaluation` does that).
+
+    `tta`: outputs averaged over each image and its mirror images; the files get a `_tta` suffix.
+    """
     from imgcls.config import load_config
     from imgcls.data.pipeline import encode_labels, image_batches
     from imgcls.infer.classifier import Classifier
-    from imgcls.infer.predict import as_class_probabilities, class_probabilities
+    from imgcls.infer.predict import as_class_probabilities, class_probabilities, tta_flips
     from imgcls.models import build_loss
 
     run = layout.resolve_run(run)
@@ -120,13 +123,16 @@ def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = No
     else:
         root, files, readable, labels = _split_images(run, split, class_names)
         tag = "" if split == "val" else f"_{split}"
+    flips = tta_flips(run) if tta else ()
+    tag += "_tta" if tta else ""
     classifier = Classifier.from_run(run)
-    outputs = class_probabilities(classifier, readable)  # one pass, nothing cached
+    outputs = class_probabilities(classifier, readable, flips=flips)  # one pass, nothing cached
     targets = encode_labels(labels, config.data.label_mode, len(class_names))
     probs = as_class_probabilities(outputs)
 
     report = classification_report(labels, probs, class_names, default_top_k(len(class_names), config.evaluate.top_k))
     result = {"run": run.name, "split": None if data_dir is not None else split, "data": str(Path(root).resolve()),
+              "tta": [{1: "vertical", 2: "horizontal"}[axis] + " flip" for axis in flips],
               "checkpoint": _checkpoint(run, config), "images": report.pop("images"), "accuracy": report.pop("accuracy"),
               "top_k": report.pop("top_k"),
               # The training loss itself (label smoothing included), so it compares with val_loss.
@@ -195,7 +201,9 @@ def evaluation_report(result: dict[str, Any]) -> list:
     checkpoint = result["checkpoint"]
     source = f"{result['split']} split of {result['data']}" if result["split"] else result["data"]
     heading = Text.assemble((result["run"], "bold"), f": {checkpoint['file']} (epoch {checkpoint['epoch']}, best "
-                            f"{checkpoint['monitor']}) on the {source}: {result['images']} images, {len(result['classes'])} classes")
+                            f"{checkpoint['monitor']}) on the {source}: {result['images']} images, {len(result['classes'])} classes"
+                            + (f"; test-time augmentation: each image and its {' and '.join(result['tta'])}"
+                               if result.get("tta") else ""))
     figures = Text.assemble("accuracy ", (f"{result['accuracy']:.4f}", "bold"))
     if result["top_k"]:
         figures.append_text(Text.assemble(f"   top-{result['top_k']['k']} accuracy ", (f"{result['top_k']['accuracy']:.4f}", "bold")))

@@ -20,6 +20,7 @@ from imgcls.data.pipeline import image_batches, unreadable_image
 from imgcls.data.scan import ScannedFile, scan_files
 from imgcls.errors import ImgclsError
 from imgcls.files import write_csv
+from imgcls.run import layout
 
 
 def _one_field(text: str) -> str:
@@ -82,28 +83,58 @@ def load_model(run: Path):
     return load_keras(best_model_path(run))
 
 
-def predict_files(source: Path | Classifier, paths: list[Path], top_k: int = 1) -> list[Prediction]:
+def predict_files(source: Path | Classifier, paths: list[Path], top_k: int = 1, tta: bool = False) -> list[Prediction]:
     """Predictions for image files and folders (see `collect_images`) with a run folder or an opened `Classifier`."""
-    return predict_images(source, collect_images(paths), top_k)
+    return predict_images(source, collect_images(paths), top_k, tta)
 
 
-def predict_images(source: Path | Classifier, images: list[ScannedFile], top_k: int = 1) -> list[Prediction]:
-    """Predictions for images `collect_images` found, with a run folder or an opened `Classifier` (e.g. an export)."""
+def predict_images(source: Path | Classifier, images: list[ScannedFile], top_k: int = 1,
+                   tta: bool = False) -> list[Prediction]:
+    """Predictions for images `collect_images` found, with a run folder or an opened `Classifier` (e.g. an export).
+
+    `tta`: average over the image and its mirror images (`tta_flips`).
+    """
     classifier = source if isinstance(source, Classifier) else Classifier.from_run(source)
-    probabilities = class_probabilities(classifier, [image.readable for image in images])
+    flips = tta_flips(None if isinstance(source, Classifier) else source) if tta else ()
+    probabilities = class_probabilities(classifier, [image.readable for image in images], flips=flips)
     return to_predictions([image.path for image in images], probabilities, classifier.class_names, top_k)
 
 
-def class_probabilities(classifier: Classifier, readable: list[str], batch_size: int = 32) -> np.ndarray:
+# Test-time augmentation: the image axes (of a [n, h, w, c] batch) each flip of data.augment_flip mirrors.
+FLIP_AXES = {"horizontal": (2,), "vertical": (1,), "horizontal_and_vertical": (2, 1)}
+
+
+def tta_flips(run: Path | None) -> tuple[int, ...]:
+    """The mirror images --tta adds: those the run trained with (a horizontal one for a model without its run)."""
+    if run is None:
+        return FLIP_AXES["horizontal"]
+    flip = layout.read_config(run)["data"].get("augment_flip", "horizontal")
+    if flip not in FLIP_AXES:
+        raise ImgclsError(f"--tta averages over mirrored images, but {run} trained with data.augment_flip: {flip} (a "
+                          "mirrored image may be another class, as with digits); leave out --tta")
+    return FLIP_AXES[flip]
+
+
+def _predict_batch(classifier: Classifier, batch: np.ndarray, flips: tuple[int, ...]) -> np.ndarray:
+    outputs = classifier.predict_batch(batch)
+    for axis in flips:
+        outputs = outputs + classifier.predict_batch(np.ascontiguousarray(np.flip(batch, axis=axis)))
+    return outputs / (1 + len(flips))
+
+
+def class_probabilities(classifier: Classifier, readable: list[str], batch_size: int = 32,
+                        flips: tuple[int, ...] = ()) -> np.ndarray:
     """The classifier's outputs for checked image files (their `readable` paths), batch by batch.
 
     The one batched prediction path: predict, evaluate and export's check all
     come here. 32 a batch: measured faster than 64 on a 2-core CPU
-    (docs/benchmarks.md, "Predict").
+    (docs/benchmarks.md, "Predict"). `flips`: image axes to mirror; the
+    outputs are averaged over the image and each mirror image (test-time
+    augmentation).
     """
     batches = image_batches(readable, classifier.image_size, classifier.channels, batch_size)
     try:
-        probabilities = np.concatenate([classifier.predict_batch(batch) for batch in batches])
+        probabilities = np.concatenate([_predict_batch(classifier, batch, flips) for batch in batches])
     except Exception as exc:
         problem = unreadable_image(exc, readable)
         if problem is None:

@@ -2,7 +2,7 @@
 
     python scripts/recipe_vs_seed.py                      # 2 datasets x 2 recipes x 2 seeds x 2 minutes
     python scripts/recipe_vs_seed.py --minutes 1 --seeds 1 --datasets digits   # a quick look
-    python scripts/recipe_vs_seed.py --variant resnet=model.name=resnet_small  # a variant of the strong recipe, too
+    python scripts/recipe_vs_seed.py --variant "resnet=model={name: resnet_small}"   # a variant of the strong recipe, too
     python scripts/recipe_vs_seed.py --figure time_to_accuracy.png             # and the curves as a figure
 
 Recipes, each given `train.time_limit_minutes` = --minutes of training time and
@@ -64,7 +64,7 @@ def train_run(config: Path, sets: list[str], runs_dir: Path, name: str) -> tuple
         args += ["--set", item]
     proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
     run = (runs_dir / "latest").resolve()
     with open(run / "history.csv", newline="") as f:
         history = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
@@ -118,7 +118,11 @@ def main() -> None:
             }
             for recipe in [*args.recipes, *variants]:
                 config, sets = recipes[recipe]
-                metrics, history = train_run(config, sets, work / "runs", f"{dataset}-{recipe}-{seed}")
+                try:
+                    metrics, history = train_run(config, sets, work / "runs", f"{dataset}-{recipe}-{seed}")
+                except RuntimeError as exc:  # one recipe's mistake must not cost the others' runs
+                    print(exc, file=sys.stderr, flush=True)
+                    continue
                 row = {"val_accuracy": metrics["best"].get("val_accuracy", 0.0), "epochs": metrics["epochs_run"],
                        "wall_time_s": metrics["wall_time_s"], "status": metrics["status"], "seed": seed,
                        "curve": best_so_far(history)}

@@ -214,3 +214,36 @@ def test_a_real_budget_ends_within_itself_plus_one_epoch_with_the_schedule_annea
     longest_epoch = max(row["seconds"] for row in history)
     assert metrics["wall_time_s"] <= 15 + longest_epoch
     assert history[-1]["lr"] < 0.05 * max(row["lr"] for row in history)
+
+
+@pytest.mark.slow
+def test_a_two_phase_run_shares_the_budget_and_a_resume_in_phase_2_keeps_the_layout(tmp_path, tiny_data, mobilenet_weights,
+                                                                                     ten_seconds_an_epoch):
+    """Head only, then fine-tuning: 30 s each of one minute at 10 s an epoch; the second phase starts right after the first."""
+    import yaml
+
+    from imgcls.launch import launch_training
+
+    config = write_config(tmp_path / "c.yaml", tiny_data, data={"batch_size": 9}, evaluate={"after_training": False},
+                          train={"epochs": 10, "time_limit_minutes": 1, "learning_rate": 1e-3,
+                                 "schedule": {"name": "cosine_decay"},
+                                 "fine_tune": {"epochs": 10, "unfreeze": "all", "learning_rate": 1e-4}})
+    raw = yaml.safe_load(config.read_text())
+    raw["model"] = {"name": "backbone", "backbone": "mobilenet_v3_small", "weights": str(mobilenet_weights)}
+    config.write_text(yaml.safe_dump(raw))
+    quiet = {"log": lambda *a, **k: None}
+
+    whole, metrics = launch_training(config, runs_dir=tmp_path / "whole", callbacks=[ten_seconds_an_epoch()], **quiet)
+    assert metrics["status"] == "time_limit" and metrics["epochs_run"] == 6
+    assert [p["epochs"] for p in metrics["phases"]] == [[1, 3], [4, 6]]
+    history = read_history(whole)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]  # no gap where phase 1's cap of 10 was
+    assert history[2]["lr"] < 0.05 * 1e-3 and history[5]["lr"] < 0.05 * 1e-4  # each phase annealed on its last epoch
+
+    resumed_dir = tmp_path / "resumed"
+    stopped, metrics = launch_training(config, runs_dir=resumed_dir, callbacks=[ten_seconds_an_epoch(), InterruptAfter(4)],
+                                       **quiet)
+    assert metrics["status"] == "interrupted"
+    _, metrics = launch_training(stopped, resume=True, runs_dir=resumed_dir, callbacks=[ten_seconds_an_epoch()], **quiet)
+    assert metrics["status"] == "time_limit" and [p["epochs"] for p in metrics["phases"]] == [[1, 3], [4, 6]]
+    assert [row["lr"] for row in read_history(stopped)] == pytest.approx([row["lr"] for row in history], rel=1e-5)

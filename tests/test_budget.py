@@ -97,6 +97,19 @@ def test_a_budget_plans_its_epochs_and_ends_the_run_annealed_within_it():
     assert "train.epochs 1000 is only the cap" in lines[0] and "re-planned to end at epoch 13" in lines[-1]
 
 
+def test_a_budget_says_when_the_schedule_keeps_its_own_periods():
+    """An exponential decay is a rate, not a run length: the budget still ends training, but says the rate is not moved."""
+    import keras
+
+    from imgcls.train.budget import TimeBudget
+
+    clock, lines = FakeClock(), []
+    budget = TimeBudget(1, [Phase("all layers", None, 0, 1000, "all")], 10, log=lines.append, clock=clock)
+    budget.set_model(FakeModel(keras.optimizers.schedules.ExponentialDecay(1e-3, 60, 0.96)))
+    assert _run_epochs(budget, clock, 0, [10.0] * 100) == 6 and budget.spent
+    assert "training ends at epoch 6" in lines[0] and "the learning-rate schedule keeps its own periods" in lines[0]
+
+
 def test_a_budget_longer_than_the_epochs_changes_nothing():
     budget, clock = _budgeted(10, [Phase("all layers", None, 0, 8, "all")])
     assert _run_epochs(budget, clock, 0, [4.0] * 8) == 8 and not budget.spent

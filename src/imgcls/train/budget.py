@@ -189,9 +189,14 @@ class TimeBudget(keras.callbacks.Callback):
             self.log(f"time budget: re-planned to end at epoch {planned} ({pace:.1f} s an epoch)")
             return
         share = f"phase {self.phase + 1}'s share of " if len(self.phases) > 1 else ""
-        self.log(f"time budget: the schedule now ends at epoch {planned}, what fits {share}{self.seconds / 60:g} min at "
-                 f"{pace:.1f} s an epoch (validation and checkpoints included); re-planned as the pace settles; "
-                 f"train.epochs {self.phases[self.phase].last_epoch} is only the cap")
+        fits = (f"epoch {planned}, what fits {share}{self.seconds / 60:g} min at {pace:.1f} s an epoch (validation and "
+                f"checkpoints included); re-planned as the pace settles; train.epochs {self.phases[self.phase].last_epoch} "
+                "is only the cap")
+        if fitted_schedule(self.model.optimizer) is not None:
+            self.log(f"time budget: the schedule now ends at {fits}")
+        else:  # nothing to move: say so, rather than let a user believe the rate anneals
+            self.log(f"time budget: training ends at {fits}; the learning-rate schedule keeps its own periods (only a "
+                     "cosine_decay without decay_epochs is laid over the budget)")
 
 
 def relay_phases(phases: list, phase_ends: list[int]) -> None:

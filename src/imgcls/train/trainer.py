@@ -235,7 +235,7 @@ def _how_it_ended(session: Session, run_callbacks: RunCallbacks, status: str) ->
         return "failed"
     if session.budget is not None and session.budget.spent:
         session.log(f"time limit: {len(run_callbacks.history.rows)} epochs fitted the budget of "
-                    f"{session.config.train.time_limit_minutes:g} minutes (train.epochs {session.config.total_epochs} "
+                    f"{session.config.train.time_limit_minutes:g} min (train.epochs {session.config.total_epochs} "
                     "was the cap)")
         return "time_limit"
     if run_callbacks.early_stopping is not None and run_callbacks.early_stopping.stopped_epoch > 0:

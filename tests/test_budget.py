@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import write_config
 
@@ -93,7 +95,7 @@ def test_a_budget_plans_its_epochs_and_ends_the_run_annealed_within_it():
     assert budget.spent
     schedule = budget.model.optimizer._learning_rate
     assert float(schedule(ended * 10)) < 0.05 * 1e-3  # annealed: under 5% of the peak at the last step
-    assert "time budget: the schedule now ends at epoch 5, what fits 1 min at 12.0 s an epoch" in lines[0]
+    assert "time budget: the schedule now ends at epoch 5, what fits the 48 s left of the 1 min budget at 12.0 s an epoch" in lines[0]
     assert "train.epochs 1000 is only the cap" in lines[0] and "re-planned to end at epoch 13" in lines[-1]
 
 
@@ -111,8 +113,10 @@ def test_a_budget_says_when_the_schedule_keeps_its_own_periods():
 
 
 def test_a_budget_longer_than_the_epochs_changes_nothing():
-    budget, clock = _budgeted(10, [Phase("all layers", None, 0, 8, "all")])
+    lines = []
+    budget, clock = _budgeted(10, [Phase("all layers", None, 0, 8, "all")], lines=lines)
     assert _run_epochs(budget, clock, 0, [4.0] * 8) == 8 and not budget.spent
+    assert lines == ["time budget: all 8 epochs of train.epochs fit the 10 min budget at 4.0 s an epoch; the schedule keeps its length"]
     assert float(budget.model.optimizer._learning_rate(40)) == pytest.approx(float(_cosine(80)(40)))
 
 
@@ -125,6 +129,22 @@ def test_a_two_phase_run_splits_the_budget_and_the_second_starts_after_the_first
     budget.begin_phase(1)
     assert _run_epochs(budget, clock, 7, [6.0] * 10) == 12  # the rest, 32 s: 5 epochs of 6 s (the backbone trains too)
     assert budget.spent and budget.phase_ends == [7, 12] and clock.now <= 60
+
+
+def test_a_budget_shorter_than_one_epoch_cuts_it_and_says_so():
+    budget, clock = _budgeted(0.1, [Phase("all layers", None, 0, 1000, "all")])
+    assert _run_epochs(budget, clock, 0, [30.0]) == 1 and budget.spent and budget.cut
+
+
+def test_a_resumed_run_keeps_its_plan_through_its_first_slow_epoch():
+    """The first epoch of a session traces the model again: a resumed run must not re-plan from it."""
+    lines = []
+    budget, clock = _budgeted(1, [Phase("all layers", None, 0, 1000, "all")], lines=lines)
+    budget.planned, budget.seconds_spent = 12, 20.0  # as EpochBackup restores them after epoch 5 at 4 s an epoch
+    clock.now = 100.0  # another process, another clock
+    _run_epochs(budget, clock, 5, [12.0])
+    assert budget.planned == 12 and "keeping the run's plan, the schedule ends at epoch 12; 40 s" in lines[0]
+    assert float(budget.model.optimizer._learning_rate(60)) == pytest.approx(float(_cosine(120)(60)), rel=1e-4)
 
 
 def test_phases_are_laid_out_again_from_a_backups_plan():
@@ -224,6 +244,8 @@ def test_a_real_budget_ends_within_itself_plus_one_epoch_with_the_schedule_annea
     metrics, history = files.read_json(run / "metrics.json"), read_history(run)
     assert metrics["status"] == "time_limit" and 1 < metrics["epochs_run"] < 1000
     assert metrics["epochs_planned"] == metrics["epochs_run"] and metrics["epochs_estimated"] >= 1
+    listed = cli("runs", "--runs-dir", tmp_path / "runs", "--json")
+    assert json.loads(listed.stdout)[0]["epochs_planned"] == metrics["epochs_planned"]  # the plan, not the cap of 1000
     longest_epoch = max(row["seconds"] for row in history)
     assert metrics["wall_time_s"] <= 15 + longest_epoch
     assert history[-1]["lr"] < 0.05 * max(row["lr"] for row in history)

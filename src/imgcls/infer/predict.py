@@ -108,7 +108,11 @@ def tta_flips(run: Path | None) -> tuple[int, ...]:
     """The mirror images --tta adds: those the run trained with (a horizontal one for a model without its run)."""
     if run is None:
         return FLIP_AXES["horizontal"]
-    flip = layout.read_config(run)["data"].get("augment_flip", "horizontal")
+    data = layout.read_config(run)["data"]
+    flip = data.get("augment_flip", "horizontal")
+    if data.get("augment", "none") == "none":
+        raise ImgclsError(f"--tta averages over mirrored images, but {run} trained without any (data.augment: none): "
+                          "its model never learned that a mirror image is the same class; leave out --tta")
     if flip not in FLIP_AXES:
         raise ImgclsError(f"--tta averages over mirrored images, but {run} trained with data.augment_flip: {flip} (a "
                           "mirrored image may be another class, as with digits); leave out --tta")

@@ -113,7 +113,8 @@ def describe_run(run: Path) -> dict[str, Any]:
         "date": started.isoformat(sep=" ", timespec="minutes"),
         "model": (config.get("model") or {}).get("name"),
         "epochs_run": metrics.get("epochs_run", len(history)),
-        "epochs_planned": (config.get("train") or {}).get("epochs"),
+        # metrics.json's plan: fitted to a time budget, fine-tuning's epochs included; else the config's epochs
+        "epochs_planned": metrics.get("epochs_planned", (config.get("train") or {}).get("epochs")),
         "best_epoch": int(best["epoch"]) if "epoch" in best else None,
         "best_val_accuracy": best.get("val_accuracy"),
         "wall_time_s": wall_time,

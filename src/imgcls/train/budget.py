@@ -103,6 +103,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.deadlines = [self.seconds * sum(configured[:i + 1]) / sum(configured) for i in range(len(phases))]
         self.phase = 0
         self.spent = False
+        self.cut = False  # the budget ended mid-epoch: that epoch is partial
         self.seconds_spent = 0.0  # training time of earlier sessions (restored from the backup), then of this one
         self.planned: int | None = None  # the current phase's planned last epoch
         self.estimated: int | None = None  # the whole run's epochs at the first estimate
@@ -132,6 +133,8 @@ class TimeBudget(keras.callbacks.Callback):
             self._start = self.clock() - self.seconds_spent
             if self.planned is not None:  # a resumed run: the backup's plan
                 self._fit_schedule(self.planned)
+                self.log(f"time budget: keeping the run's plan, the schedule ends at epoch {self.planned}; "
+                         f"{max(0.0, self.seconds - self.seconds_spent):.0f} s of the {self.seconds / 60:g} min budget left")
 
     def on_epoch_begin(self, epoch, logs=None):
         now = self.clock()
@@ -143,8 +146,8 @@ class TimeBudget(keras.callbacks.Callback):
         self._epoch_begin = None  # the next phase times its own epochs
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.elapsed() >= self.seconds:  # one epoch longer than the whole budget: stop mid-way
-            self.spent = True
+        if self.elapsed() >= self.seconds and not self.spent:  # one epoch longer than the whole budget: stop mid-way
+            self.spent = self.cut = True
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -154,7 +157,10 @@ class TimeBudget(keras.callbacks.Callback):
             return  # the phase's cap: nothing left to plan
         current = self.clock() - self._epoch_begin
         measured = self._epoch_seconds + [current]
-        planned = plan_epochs(done, phase.last_epoch, self.deadlines[self.phase] - self.seconds_spent, measured)
+        left = self.deadlines[self.phase] - self.seconds_spent
+        if self.planned is not None and not self._epoch_seconds and left > 0:
+            return  # this session's first epoch traces the model: keep the plan (a resumed run's) until a steady one
+        planned = plan_epochs(done, phase.last_epoch, left, measured)
         if planned <= done:
             self._end_phase(done)
             return
@@ -162,7 +168,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._fit_schedule(planned)
         if self.estimated is None:
             self.estimated = self.planned_total()
-        self._report(planned, statistics.median(measured[1:][-5:] or measured))
+        self._report(planned, statistics.median(measured[1:][-5:] or measured), left)
 
     # ---- the plan
     def _fit_schedule(self, planned: int) -> None:
@@ -179,7 +185,7 @@ class TimeBudget(keras.callbacks.Callback):
         if self.phase == len(self.phases) - 1 or self.elapsed() >= self.seconds:
             self.spent = True
 
-    def _report(self, planned: int, pace: float) -> None:
+    def _report(self, planned: int, pace: float, left: float) -> None:
         """The first plan of each phase in full; a new one only when it moved by 10% (the pace settles)."""
         if self._reported is not None and abs(planned - self._reported) < max(2, 0.1 * self._reported):
             return
@@ -188,10 +194,15 @@ class TimeBudget(keras.callbacks.Callback):
         if not first:
             self.log(f"time budget: re-planned to end at epoch {planned} ({pace:.1f} s an epoch)")
             return
+        cap = self.phases[self.phase].last_epoch
+        if planned >= cap:
+            self.log(f"time budget: all {cap} epochs of train.epochs fit the {self.seconds / 60:g} min budget at "
+                     f"{pace:.1f} s an epoch; the schedule keeps its length")
+            return
         share = f"phase {self.phase + 1}'s share of " if len(self.phases) > 1 else ""
-        fits = (f"epoch {planned}, what fits {share}{self.seconds / 60:g} min at {pace:.1f} s an epoch (validation and "
-                f"checkpoints included); re-planned as the pace settles; train.epochs {self.phases[self.phase].last_epoch} "
-                "is only the cap")
+        fits = (f"epoch {planned}, what fits the {left:.0f} s left of {share}the {self.seconds / 60:g} min budget at "
+                f"{pace:.1f} s an epoch (validation and checkpoints included); re-planned as the pace settles; "
+                f"train.epochs {cap} is only the cap")
         if fitted_schedule(self.model.optimizer) is not None:
             self.log(f"time budget: the schedule now ends at {fits}")
         else:  # nothing to move: say so, rather than let a user believe the rate anneals

@@ -62,9 +62,13 @@ class HistoryWriter(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "seconds": round(now - self.epoch_start, 3)})
         write_csv(self.path, self.rows)
 
-    def images_per_second(self) -> float | None:
-        """Steady-state training throughput: the first epoch (decode, cache fill, tracing) is left out."""
-        steady = self.train_seconds[1:] or self.train_seconds
+    def images_per_second(self, last_epoch_cut: bool = False) -> float | None:
+        """Steady-state training throughput: the first epoch (decode, cache fill, tracing) is left out.
+
+        `last_epoch_cut`: the last epoch stopped mid-way (a time budget shorter than it), so it does not count.
+        """
+        whole = self.train_seconds[:-1] if last_epoch_cut else self.train_seconds
+        steady = whole[1:] or whole
         return round(self.train_images / statistics.median(steady), 1) if steady else None
 
 

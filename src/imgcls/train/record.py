@@ -75,7 +75,7 @@ def write_metrics(session: Session, history: HistoryWriter, status: str, seconds
         "epochs_run": len(history.rows),
         "epochs_planned": config.total_epochs if session.budget is None else session.budget.planned_total(),
         "wall_time_s": round(seconds + sum(row.get("seconds", 0.0) for row in earlier), 2),
-        "train_images_per_s": history.images_per_second(),
+        "train_images_per_s": history.images_per_second(last_epoch_cut=session.budget is not None and session.budget.cut),
         "total_params": int(session.model.count_params()),
         "device": session.info.device,
         "precision": session.info.precision,

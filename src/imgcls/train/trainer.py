@@ -234,9 +234,13 @@ def _how_it_ended(session: Session, run_callbacks: RunCallbacks, status: str) ->
                     "Try a lower train.learning_rate, train.clipnorm (e.g. 1.0), or runtime.precision: float32")
         return "failed"
     if session.budget is not None and session.budget.spent:
-        session.log(f"time limit: {len(run_callbacks.history.rows)} epochs fitted the budget of "
-                    f"{session.config.train.time_limit_minutes:g} min (train.epochs {session.config.total_epochs} "
-                    "was the cap)")
+        minutes, epochs = session.config.train.time_limit_minutes, len(run_callbacks.history.rows)
+        if session.budget.cut:
+            session.log(f"time limit: the budget of {minutes:g} min ended during epoch {epochs}, which was cut short "
+                        "(one epoch takes longer than the budget); raise train.time_limit_minutes")
+        else:
+            session.log(f"time limit: {epochs} epoch{'s' if epochs != 1 else ''} fitted the budget of {minutes:g} min "
+                        f"(train.epochs {session.config.total_epochs} was the cap)")
         return "time_limit"
     if run_callbacks.early_stopping is not None and run_callbacks.early_stopping.stopped_epoch > 0:
         return "stopped_early"

@@ -31,6 +31,7 @@ import keras
 from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="imgcls")
 class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`inner`, a schedule laid over `total_steps`, refitted while training (`fit_to`) to end at another step.
 
@@ -74,13 +75,17 @@ def _now() -> float:
     return time.perf_counter()
 
 
+def steady_pace(epoch_seconds: list[float]) -> float:
+    """Seconds an epoch now: the median of the last 5 after the first, which traces and fills the cache (slower)."""
+    return statistics.median(epoch_seconds[1:][-5:] or epoch_seconds)
+
+
 def plan_epochs(done: int, cap: int, seconds_left: float, epoch_seconds: list[float]) -> int:
     """The last epoch (1-based, Keras' count) that fits `seconds_left` after `done` epochs, never past `cap`.
 
     `epoch_seconds`: the durations of this phase's whole epochs so far, the first one first.
     """
-    steady = epoch_seconds[1:][-5:] or epoch_seconds  # the first epoch traces and fills the cache: slower
-    pace = statistics.median(steady)
+    pace = steady_pace(epoch_seconds)
     more = math.floor(max(0.0, seconds_left) / pace) if pace > 0 else cap
     return min(cap, done + more)
 
@@ -168,7 +173,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._fit_schedule(planned)
         if self.estimated is None:
             self.estimated = self.planned_total()
-        self._report(planned, statistics.median(measured[1:][-5:] or measured), left)
+        self._report(planned, steady_pace(measured), left)
 
     # ---- the plan
     def _fit_schedule(self, planned: int) -> None:

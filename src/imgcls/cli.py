@@ -97,6 +97,11 @@ def train(
     raise typer.Exit(exit_code(metrics))
 
 
+class CsvFormat(str, Enum):
+    predictions = "predictions"
+    kaggle = "kaggle"
+
+
 @app.command()
 @user_errors
 def predict(
@@ -108,32 +113,53 @@ def predict(
     top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Show the K most likely labels."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of lines."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+    csv_format: CsvFormat = typer.Option(CsvFormat.predictions, "--format", help="What --csv holds: predictions (path, "
+                                         "label, confidence, top-k) | kaggle (a submission: id, label; ids are file "
+                                         "names without the extension)."),
+    id_column: Optional[str] = typer.Option(None, help="--format kaggle: the id column's name (default: id, or the "
+                                                       "template's first column)."),
+    label_column: Optional[str] = typer.Option(None, help="--format kaggle: the label column's name (default: label, "
+                                                          "or the template's second column)."),
+    template: Optional[Path] = typer.Option(None, help="A sample submission CSV: its columns and row order are kept, "
+                                                       "its ids matched to the images (implies --format kaggle)."),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
-    """Predict the class of images with a trained run or an exported model."""
+    """Predict the class of images with a trained run or an exported model (or write a competition's submission)."""
     from imgcls.infer.classifier import Classifier
     from imgcls.files import check_writable
     from imgcls.infer.predict import collect_images, predict_images, write_predictions_csv
+    from imgcls.infer.submission import Template, write_submission
     from imgcls.run.layout import resolve_run
     from imgcls.runtime import import_tensorflow, parse_device
 
     if run is not None and model is not None:
         raise ImgclsError("give --run or --model, not both")
+    kaggle = csv_format == CsvFormat.kaggle or template is not None
+    if kaggle and csv_file is None:
+        raise ImgclsError("a submission is written to --csv FILE: add --csv submission.csv")
+    if not kaggle and (id_column or label_column):
+        raise ImgclsError("--id-column and --label-column name a submission's columns: add --format kaggle")
     chosen_device = parse_device(device)
     if csv_file:
         check_writable(csv_file, "--csv")
     run_dir = None if model is not None else resolve_run(run, runs_dir)
     images = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
     import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
-    source = Classifier.from_path(model) if model is not None else run_dir
-    predictions = predict_images(source, images, top_k=top_k, tta=tta)
+    classifier = Classifier.from_path(model) if model is not None else Classifier.from_run(run_dir)
+    sample = template and Template.read(template, classifier.class_names, id_column, label_column)
+    if sample and sample.probability_columns:
+        top_k = max(top_k, len(classifier.class_names))  # every class's probability
+    predictions = predict_images(classifier, images, top_k=top_k, tta=tta, run=run_dir)
     if as_json:
         out.print_json(json.dumps([p.to_dict() for p in predictions], ensure_ascii=False))
-    else:
+    elif not kaggle:
         for p in predictions:
             typer.echo(p.line())
-    if csv_file:
+    if kaggle:
+        rows = write_submission(csv_file, predictions, sample or None, id_column, label_column)
+        err.print(f"wrote {csv_file}: a submission of {rows} rows")
+    elif csv_file:
         write_predictions_csv(csv_file, predictions)
         err.print(f"wrote {csv_file}")
 
@@ -154,7 +180,7 @@ def inspect(
 
     cfg = load_config(raw={"data": {"dir": str(source)}}, overrides=set_) if source.is_dir() else load_config(source, set_)
     plan = plan_data(cfg)
-    grid = out_file or Path(f"{Path(cfg.data.dir).resolve().name}_samples.png")
+    grid = out_file or Path(f"{plan.data_dir.resolve().name}_samples.png")
     check_writable(grid, "--out")
     if not as_json:
         print_report(plan, out.print, details=True)
@@ -293,12 +319,13 @@ def summary(
     """Show a config's model: layers and parameter counts, without loading images."""
     from imgcls.config import load_config
 
-    from imgcls.data.folders import class_folders
+    from imgcls.data.plan import count_classes
 
     cfg = load_config(config, set_)
-    n = num_classes or (len(class_folders(cfg.data.dir)) if Path(cfg.data.dir).is_dir() else None)
+    n = num_classes or count_classes(cfg)
     if not n:
-        raise ImgclsError(f"data folder {cfg.data.dir} not found: pass --num-classes N to size the output layer")
+        where = f"data folder {cfg.data.dir} not found" if cfg.data.dir else f"data.tfds {cfg.data.tfds} is not downloaded yet"
+        raise ImgclsError(f"{where}: pass --num-classes N to size the output layer")
 
     from imgcls.models import build_model
     from imgcls.runtime import setup_runtime

@@ -89,13 +89,13 @@ def predict_files(source: Path | Classifier, paths: list[Path], top_k: int = 1, 
 
 
 def predict_images(source: Path | Classifier, images: list[ScannedFile], top_k: int = 1,
-                   tta: bool = False) -> list[Prediction]:
+                   tta: bool = False, run: Path | None = None) -> list[Prediction]:
     """Predictions for images `collect_images` found, with a run folder or an opened `Classifier` (e.g. an export).
 
-    `tta`: average over the image and its mirror images (`tta_flips`).
+    `tta`: average over the image and its mirror images (`tta_flips`: those `run`, or the run `source`, trained with).
     """
     classifier = source if isinstance(source, Classifier) else Classifier.from_run(source)
-    flips = tta_flips(None if isinstance(source, Classifier) else source) if tta else ()
+    flips = tta_flips(run if isinstance(source, Classifier) else source) if tta else ()
     probabilities = class_probabilities(classifier, [image.readable for image in images], flips=flips)
     return to_predictions([image.path for image in images], probabilities, classifier.class_names, top_k)
 

@@ -110,13 +110,33 @@ def test_every_class_with_a_single_image_says_why_not_raise_validation_split(tmp
         plan_data(load_config(raw={"data": {"dir": str(data)}}))
 
 
-def test_a_data_folder_one_level_too_high_is_warned_about(cli, tmp_path):
+def test_a_data_folder_split_into_train_and_valid_is_used_as_its_subsets(cli, tmp_path):
     root = tmp_path / "dataset"
     for i, split in enumerate(("train", "valid")):
         make_image_folder(root / split, per_class=3, seed=i)
     result = cli("inspect", root, "--out", tmp_path / "grid.png")
     assert result.exit_code == 0, result.output
+    assert "split into train/ (train) + valid/ (val)" in result.stdout
+    facts = json.loads(cli("inspect", root, "--out", tmp_path / "grid.png", "--json").stdout)
+    assert facts["classes"] == ["blue", "green", "red"]  # not a "train vs valid" classifier
+    assert facts["images"] == {"train": 9, "val": 9}
+
+
+def test_class_folders_that_all_hold_the_same_folders_are_warned_about(cli, tmp_path):
+    root = tmp_path / "dataset"
+    for i, part in enumerate(("day", "night")):
+        make_image_folder(root / part, per_class=3, seed=i)  # classes under day/ and night/: one level too high
+    result = cli("inspect", root, "--out", tmp_path / "grid.png")
+    assert result.exit_code == 0, result.output
     assert "holds the same folders (blue, green, red): data.dir looks one level too high" in result.stdout
+
+
+def test_class_folders_split_into_train_and_test_say_to_swap_the_levels(cli, tmp_path):
+    for j, name in enumerate(("cats", "dogs")):
+        for i, part in enumerate(("train", "test")):
+            make_image_folder(tmp_path / "d" / name / part, classes={"x": (9, 9, 9)}, per_class=2, seed=10 * j + i)
+    result = cli("inspect", tmp_path / "d", "--out", tmp_path / "grid.png")
+    assert "the images are sorted <class>/<subset>/; imgcls reads <subset>/<class>/" in result.stdout
 
 
 @pytest.mark.slow

@@ -158,7 +158,7 @@ def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config)
             f" (valid keys: {', '.join(fields)})" if fields else ""
         )
     if error["type"] == "missing":
-        return f"{path}: required key is missing" + (" (the folder of class sub-folders)" if path == "data.dir" else "")
+        return f"{path}: required key is missing"
     if error["type"] == "union_tag_invalid":
         return f"{path}: unknown schedule {error['input'].get('name')!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
     message = error["msg"].removeprefix("Value error, ")
@@ -189,7 +189,49 @@ def _clean_loc(loc: tuple, schema: type[BaseModel], skip: int) -> tuple[tuple, t
 
 def _check_combinations(config: Config) -> list[str]:
     """Problems no single key can see; each message says how to fix it."""
-    return _label_problems(config) + _optimizer_problems(config) + _split_problems(config) + _monitor_problems(config)
+    return (_source_problems(config) + _label_problems(config) + _optimizer_problems(config) + _split_problems(config)
+            + _monitor_problems(config))
+
+
+def _source_problems(config: Config) -> list[str]:
+    """Where the images and their labels come from: a folder or a TFDS name, and each label source's own keys."""
+    from imgcls.data.labels import compile_pattern
+
+    data, problems = config.data, []
+    if (data.dir is None) == (data.tfds is None):
+        problems.append("data.dir: required key is missing (the data folder; or set data.tfds: a TensorFlow Datasets name)"
+                        if data.dir is None
+                        else "data.tfds: a dataset instead of data.dir; give one of them")
+    needs = {"filename": ["filename_pattern"], "csv": ["labels_file"]}.get(data.labels, [])
+    owners = {"filename_pattern": "filename", "labels_file": "csv", "path_column": "csv", "label_column": "csv"}
+    for key in needs:
+        if getattr(data, key) is None:
+            example = {"filename_pattern": "a regex whose group is the label, e.g. '^(\\d+)_'",
+                       "labels_file": "the CSV file with a row per image"}[key]
+            problems.append(f"data.{key}: needed by data.labels: {data.labels} ({example})")
+    for key, owner in owners.items():
+        if getattr(data, key) is not None and data.labels != owner:
+            problems.append(f"data.{key}: only used with data.labels: {owner} (data.labels is {data.labels})")
+    if data.filename_pattern is not None and data.labels == "filename":
+        try:
+            compile_pattern(data.filename_pattern)
+        except ImgclsError as error:
+            problems.append(str(error))
+    if data.class_names is not None:
+        if data.labels == "folders":
+            problems.append("data.class_names: only used with data.labels: filename or csv (class folders name their classes)")
+        elif len(set(data.class_names)) != len(data.class_names) or len(data.class_names) < 2:
+            problems.append("data.class_names: needs at least 2 different names")
+    if data.tfds is not None:
+        if data.labels != "folders":
+            problems.append("data.labels: a TFDS dataset has its own labels; remove data.labels")
+        problems += [f"data.{key}: not used with data.tfds (it has its own splits; see data.tfds_split)"
+                     for key in ("val_dir", "test_dir") if getattr(data, key) is not None]
+    elif data.tfds_split is not None:
+        problems.append("data.tfds_split: only used with data.tfds")
+    if isinstance(data.tfds_split, dict) and "train" not in data.tfds_split:
+        problems.append("data.tfds_split: name the training split, e.g. {train: 'train[:80%]', val: 'train[80%:]'}")
+    return problems
 
 
 def _label_problems(config: Config) -> list[str]:

@@ -19,7 +19,7 @@ def render_defaults() -> str:
     from imgcls.models.registry import MODELS
 
     lines = ["# imgcls reference config: every key, its default and what it means.",
-             "# Only data.dir is required. Override any key with --set section.key=value."]
+             "# Only data.dir (or data.tfds) is required. Override any key with --set section.key=value."]
     sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                 "callbacks": CallbacksConfig, "evaluate": EvaluateConfig, "runtime": RuntimeConfig}
     for section, cls in sections.items():
@@ -50,6 +50,8 @@ def _render_section(cls: type[BaseModel], indent: int) -> list[str]:
             continue
         if field.is_required():
             value = "<required>"
+        elif (field.json_schema_extra or {}).get("reference"):
+            value = field.json_schema_extra["reference"]  # optional in the schema, but one of two is needed
         else:
             default = field.get_default(call_default_factory=True)
             if isinstance(default, BaseModel):

@@ -2,7 +2,7 @@
 
 This module is the reference documentation of the YAML: `imgcls config
 --defaults` prints it as a commented file (docs/config.md is that output).
-Only `data.dir` is required. Loading and the checks that span keys are in
+Only `data.dir` (or `data.tfds`) is required. Loading and the checks that span keys are in
 `imgcls.config.load`. No TensorFlow is imported here.
 """
 
@@ -25,7 +25,33 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    dir: Path = Field(description="folder with one sub-folder of images per class (required)")
+    dir: Path | None = Field(None, json_schema_extra={"reference": "<required>"},
+                             description="the data folder (required unless data.tfds): one sub-folder of images "
+                             "per class, or train/ [val/] [test/] folders, or images labelled by data.labels")
+    labels: Literal["folders", "filename", "csv"] = Field(
+        "folders", description="where each image's class comes from: folders (its class sub-folder) | filename "
+        "(data.filename_pattern) | csv (data.labels_file)"
+    )
+    filename_pattern: str | None = Field(
+        None, description="labels: filename: a regex searched in each file name; its group is the label, e.g. '^(\\d+)_' "
+        "for 3_127.jpg"
+    )
+    labels_file: Path | None = Field(None, description="labels: csv: a CSV file with a row per image (path or id, label)")
+    path_column: str | None = Field(None, description="labels: csv: the column naming each image, by path or by id "
+                                    "without extension (default: the first)")
+    label_column: str | list[str] | None = Field(
+        None, description="labels: csv: the label column (default: the second), or a list of 0/1 columns, one per class"
+    )
+    class_names: list[str] | None = Field(
+        None, description="labels: filename or csv: the classes in order; a numeric label is an index into it "
+        "(default: the labels found, numeric or alphabetical)"
+    )
+    tfds: str | None = Field(None, description="instead of data.dir: a TensorFlow Datasets name, e.g. tf_flowers or "
+                             "eurosat/rgb (pip install 'imgcls[tfds]'; downloaded once into the user cache)")
+    tfds_split: str | dict[Literal["train", "val", "test"], str] | None = Field(
+        None, description="data.tfds' splits: the training split (e.g. train[:80%]), or {train: ..., val: ..., test: ...}; "
+        "default: train, plus the dataset's validation and test splits when it has them"
+    )
     val_dir: Path | None = Field(None, description="separate validation folder; when set, validation_split is not used")
     validation_split: float | None = Field(
         0.2, gt=0, lt=1, description="fraction of images held out for validation (null when val_dir is set)"

@@ -2,6 +2,7 @@
 
     class_folders(root)     the class names: sub-folders, sorted, hidden ones skipped
     scan_folder(root)       FolderScan: the usable images with labels, bad files with reasons, ignored files counted
+    scan_folder(root, source=LabelSource(...))   the same for a folder labelled by file names or a CSV file
 
 The checks themselves (and their cache) are `imgcls.data.scan.scan_files`.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgcls.data.labels import LabelSource, order_classes
 from imgcls.data.scan import FileCheck, scan_files
 from imgcls.errors import ImgclsError
 
@@ -41,41 +43,55 @@ class FolderScan:
 
 
 def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: str = "skip",
-                allow_empty_classes: bool = False, ignore_classes: list[str] = (), key: str = "data.dir") -> FolderScan:
-    """Check every file of `root/<class>/**`; `class_names` forces the classes (a validation or test folder).
+                allow_empty_classes: bool = False, ignore_classes: list[str] = (), key: str = "data.dir",
+                source: LabelSource | None = None) -> FolderScan:
+    """Check every file under `root` and label its images by `source` (default: their class folder);
+    `class_names` forces the classes (a validation or test folder).
 
     Raises ImgclsError for a missing folder, fewer than 2 classes, a class without
-    usable images (unless `allow_empty_classes`), and any bad file when
-    `on_bad_image` is "error".
+    usable images (unless `allow_empty_classes`), a label the forced classes do not
+    have, and any bad file (an unlabelled image included) when `on_bad_image` is "error".
     """
     start = time.perf_counter()
-    root = Path(root)
-    names = _required_classes(root, class_names, ignore_classes, key)
-    keys, labels, ignored, unlisted = [], [], 0, []
-    for index, name in enumerate(names):
-        found, hidden, cannot_list = _walk(root, name)
-        keys += found
-        labels += [index] * len(found)
-        ignored += hidden
-        unlisted += cannot_list
+    root, source = Path(root), source or LabelSource()
+    if source.from_folders:
+        keys, ignored, unlisted = _class_folder_files(root, class_names, ignore_classes, key)
+    else:
+        _require_folder(root, key, "a folder of images")
+        keys, ignored, unlisted = walk_files(root)
     paths = [os.path.join(root, key) for key in keys]  # plain strings: pathlib is slow for 100,000 files
     scanned, cached = scan_files(paths, root, prune=True)
 
-    scan = FolderScan(root, names, [], np.zeros(0, np.int64), [], [], scanned=len(paths), cached=cached)
-    kept_labels = []
-    for found, key, label in zip(scanned, keys, labels):
+    scan = FolderScan(root, [], [], np.zeros(0, np.int64), [], [], scanned=len(paths), cached=cached)
+    images = []
+    for found, key in zip(scanned, keys):
         if found.is_image:
-            scan.files.append(found.path)
-            scan.readable.append(found.readable)
-            scan.checks.append(found.check)
-            kept_labels.append(label)
+            images.append((found, key))
         elif found.check.kind == "bad":
             scan.bad.append((key, found.check.reason))
         else:
             scan.ignored += 1
+    if source.from_folders:
+        names = [key.split("/", 1)[0] for _, key in images]
+    else:
+        names = []
+        for (found, key), (name, why) in zip(images, source.label(root, [key for _, key in images])):
+            names.append(name)
+            if not name:
+                scan.bad.append((key, why))
+    scan.class_names = class_names or _classes_of(root, names, source, key)
+    index = {name: i for i, name in enumerate(scan.class_names)}
+    _check_known(root, names, index, class_names is not None, source, key)
+    kept_labels = []
+    for (found, _), name in zip(images, names):
+        if name:
+            scan.files.append(found.path)
+            scan.readable.append(found.readable)
+            scan.checks.append(found.check)
+            kept_labels.append(index[name])
     scan.ignored += ignored
     scan.bad += unlisted
-    scan.nested_classes = _shared_subfolders(root, names)
+    scan.nested_classes = _shared_subfolders(root, scan.class_names) if source.from_folders else []
     scan.labels = np.asarray(kept_labels, dtype=np.int64)
     if scan.bad and on_bad_image == "error":
         raise ImgclsError(f"{root}: {len(scan.bad)} bad image file(s): {describe_bad(scan.bad)}; fix or remove them, "
@@ -84,6 +100,43 @@ def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: 
         _drop_empty_classes(scan, allow_empty_classes)
     scan.seconds = time.perf_counter() - start
     return scan
+
+
+def _class_folder_files(root: Path, class_names: list[str] | None, ignore: list[str],
+                        key: str) -> tuple[list[str], int, list[tuple[str, str]]]:
+    """The files of each class folder to scan ("class/sub/file"), hidden ones counted, unlistable folders."""
+    keys, hidden, unlisted = [], 0, []
+    for name in _required_classes(root, class_names, ignore, key):
+        found, skipped, cannot_list = walk_files(root, name)
+        keys += found
+        hidden += skipped
+        unlisted += cannot_list
+    return keys, hidden, unlisted
+
+
+def _classes_of(root: Path, names: list[str], source: LabelSource, key: str) -> list[str]:
+    """The classes the labels of a file-name or CSV source name (folders: the class folders themselves)."""
+    if source.from_folders:
+        return class_folders(root)
+    classes = order_classes({name for name in names if name}, source.class_names)
+    if not classes and source.kind == "csv":
+        source.table.no_match(root)
+    if len(classes) < 2 and not source.class_names:
+        what = f"only one label ({classes[0]})" if classes else "no labelled image"
+        raise ImgclsError(f"{root}: {what} from {source.describe()}; a classifier needs at least 2 classes")
+    return classes
+
+
+def _check_known(root: Path, names: list[str], index: dict[str, int], forced: bool, source: LabelSource, key: str) -> None:
+    """A label outside the classes: the training data lacks it (a validation folder), or data.class_names does."""
+    unknown = sorted({name for name in names if name and name not in index})
+    if not unknown:
+        return
+    shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+    if forced:
+        raise ImgclsError(f"{root}: labels the training data does not have ({shown}); it must have the training data's classes")
+    raise ImgclsError(f"data.class_names: does not list {shown}, which {source.describe()} gives images in {root}; "
+                      "add them, or give their index in the list")
 
 
 def describe_bad(bad: list[tuple[str, str]], limit: int = 3) -> str:
@@ -118,11 +171,7 @@ def is_runs_folder(folder: Path) -> bool:
 
 def _required_classes(root: Path, class_names: list[str] | None, ignore: list[str], key: str) -> list[str]:
     """The classes to scan: all of `root`'s (at least 2), or exactly `class_names` (a validation or test folder)."""
-    if not root.is_dir():
-        raise ImgclsError(
-            f"data folder not found: {root} (set {key} to a folder with one sub-folder per class; "
-            f"relative paths start from {Path.cwd()})"
-        )
+    _require_folder(root, key, "a folder with one sub-folder per class")
     found = class_folders(root)
     if class_names is None:
         if len(found) < 2:
@@ -154,25 +203,30 @@ def _shared_subfolders(root: Path, names: list[str]) -> list[str]:
     return sorted(shared) if shared and len(shared) >= 2 else []
 
 
-def _walk(root: Path, class_name: str) -> tuple[list[str], int, list[tuple[str, str]]]:
-    """Paths ("class/sub/file", sorted) of every file under root/class_name, how many hidden files were
-    skipped, and the sub-folders that could not be listed (path, reason).
+def _require_folder(root: Path, key: str, what: str) -> None:
+    if not root.is_dir():
+        raise ImgclsError(f"data folder not found: {root} (set {key} to {what}; relative paths start from {Path.cwd()})")
 
-    Hidden files and folders are skipped; folder links are not followed.
+
+def walk_files(root: Path, under: str = "") -> tuple[list[str], int, list[tuple[str, str]]]:
+    """Paths ("under/sub/file", sorted, relative to `root`) of every file under root/under, how many hidden
+    files were skipped, and the sub-folders that could not be listed (path, reason).
+
+    Hidden files and folders, and imgcls' own runs folders, are skipped; folder links are not followed.
     """
     files, hidden, unlisted = [], 0, []
 
     def note(error: OSError) -> None:
         unlisted.append((Path(os.path.relpath(error.filename, root)).as_posix(), f"folder not readable ({error.strerror})"))
 
-    for parent, dirs, names in os.walk(os.path.join(root, class_name), onerror=note):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for parent, dirs, names in os.walk(os.path.join(root, under), onerror=note):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not is_runs_folder(Path(parent, d))]
         prefix = Path(os.path.relpath(parent, root)).as_posix()
         for name in names:
             if name.startswith("."):
                 hidden += 1
             else:
-                files.append(f"{prefix}/{name}")
+                files.append(name if prefix == "." else f"{prefix}/{name}")
     return sorted(files), hidden, unlisted
 
 

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgcls.data.folders import FolderScan, scan_folder
+from imgcls.data.folders import FolderScan, class_folders, describe_bad, scan_folder
+from imgcls.data.labels import LabelSource
+from imgcls.data.trio import find_trio
 from imgcls.data.scan_cache import cache_folder
 from imgcls.errors import ImgclsError
 
@@ -26,11 +28,6 @@ if TYPE_CHECKING:
 
 SUBSETS = ("train", "val", "test")
 MEMORY_CACHE_SHARE = 0.25  # data.cache auto keeps images in memory up to a quarter of RAM, else on disk
-
-
-def list_images(root: Path, class_names: list[str] | None = None) -> FolderScan:
-    """The usable images of `root/<class>/**`; `class_names` forces the classes (e.g. a validation folder)."""
-    return scan_folder(root, class_names)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -78,8 +75,8 @@ class Subset:
     hashes: list[str]
 
     @classmethod
-    def of(cls, scan: FolderScan) -> Subset:
-        return cls(scan.root, scan.files, scan.readable, scan.labels, [c.sha1 for c in scan.checks])
+    def of(cls, scan: FolderScan, root: Path | None = None) -> Subset:
+        return cls(root or scan.root, scan.files, scan.readable, scan.labels, [c.sha1 for c in scan.checks])
 
     def take(self, indices) -> Subset:
         indices = list(indices)
@@ -187,10 +184,12 @@ class DataPlan:
     data_dir: Path
     class_names: list[str]
     subsets: dict[str, Subset]  # train, val and, when asked for, test
-    scans: list[FolderScan]  # data.dir first, then val_dir and test_dir when set
+    scans: list[FolderScan]  # the training folder first, then the validation and test folders
     duplicates: list[Duplicate] = field(default_factory=list)
     cache: CachePlan | None = None
     class_weight: dict[int, float] | None = None  # for Keras' fit(class_weight=...)
+    notes: list[str] = field(default_factory=list)  # how the data was found: a split folder, a TFDS dataset
+    origin: dict | None = None  # a TFDS dataset's name, version and splits, recorded in the run
 
     @property
     def num_classes(self) -> int:
@@ -202,10 +201,13 @@ class DataPlan:
 
     def relative(self, path: str | Path, root: Path | None = None) -> str:
         """`path` relative to `root` (default: the data folder), or as it is when it is elsewhere."""
-        try:
-            return Path(path).relative_to(root or self.data_dir).as_posix()
-        except ValueError:
-            return Path(path).as_posix()
+        root = root or self.data_dir
+        for inside, folder in ((Path(path), root), (Path(path).resolve(), Path(root).resolve())):
+            try:
+                return inside.relative_to(folder).as_posix()
+            except ValueError:
+                pass
+        return Path(path).as_posix()
 
     def bad_files(self) -> list[tuple[str, str]]:
         """(path relative to the data folder, reason) of every bad file of every scanned folder."""
@@ -220,31 +222,38 @@ class DataPlan:
 def plan_data(config: Config) -> DataPlan:
     """Scan, split and de-duplicate the data that `config.data` describes; no TensorFlow needed."""
     data = config.data
-    main = scan_folder(data.dir, on_bad_image=data.on_bad_image, allow_empty_classes=data.allow_empty_classes)
+    source = LabelSource.of(data)
+    found = find_data(config, source)
+    main = scan_folder(found.folders["train"], on_bad_image=data.on_bad_image, allow_empty_classes=data.allow_empty_classes,
+                       key=found.keys["train"], source=source)
     if data.label_mode == "binary" and len(main.class_names) != 2:
         raise ImgclsError(
-            f"data.label_mode: binary needs exactly 2 classes, {data.dir} has {len(main.class_names)}; "
+            f"data.label_mode: binary needs exactly 2 classes, {found.root} has {len(main.class_names)}; "
             "use label_mode int or categorical"
         )
     scans, subsets = [main], {}
-    for name, folder in (("val", data.val_dir), ("test", data.test_dir)):
+    for name in ("val", "test"):
+        folder = found.folders.get(name)
         if folder is not None:
             scan = scan_folder(folder, class_names=main.class_names, on_bad_image=data.on_bad_image,
-                               ignore_classes=main.dropped_classes, key=f"data.{name}_dir")
+                               ignore_classes=main.dropped_classes, key=found.keys[name], source=source)
             scans.append(scan)
-            subsets[name] = Subset.of(scan)
+            subsets[name] = Subset.of(scan, found.split_root(folder))
+    if source.kind == "csv":
+        _report_unused_rows(main, source, data.on_bad_image)
 
-    everything = Subset.of(main)
-    val_share = 0.0 if data.val_dir is not None else data.validation_split
+    everything = Subset.of(main, found.split_root(main.root))
+    val_share = 0.0 if "val" in subsets else data.validation_split
+    test_share = 0.0 if "test" in subsets else data.test_split
     labels = everything.labels if data.split.stratify else np.zeros_like(everything.labels)
-    train_idx, val_idx, test_idx = split_stratified(labels, val_share, data.seed, test_fraction=data.test_split)
+    train_idx, val_idx, test_idx = split_stratified(labels, val_share, data.seed, test_fraction=test_share)
     subsets["train"] = everything.take(train_idx)
     subsets.setdefault("val", everything.take(val_idx))
-    if data.test_split:
+    if test_share:
         subsets["test"] = everything.take(test_idx)
     if not len(subsets["val"]):
         if everything.labels.size and np.bincount(everything.labels).max() < 2:
-            raise ImgclsError(f"{data.dir}: every class has a single image, which leaves none to validate on; a "
+            raise ImgclsError(f"{main.root}: every class has a single image, which leaves none to validate on; a "
                               "classifier needs at least 2 images in a class (more, to learn anything)")
         raise ImgclsError(f"data.validation_split: {data.validation_split} of {len(everything)} images "
                           "leaves no validation image; raise it")
@@ -254,9 +263,81 @@ def plan_data(config: Config) -> DataPlan:
         raise ImgclsError("every validation image is a copy of a training image; remove the copies, "
                           "or set data.dedupe: off to keep them")
     cached = len(subsets["train"]) + len(subsets["val"])
-    cache = choose_cache(data.cache, cached, data.image_size, config.channels, cache_folder(Path(data.dir)))
+    cache = choose_cache(data.cache, cached, data.image_size, config.channels, cache_folder(found.root))
     weights = class_weights(config.train.class_weight, main.class_names, subsets["train"].labels)
-    return DataPlan(Path(data.dir), main.class_names, subsets, scans, duplicates, cache, weights)
+    return DataPlan(found.root, main.class_names, subsets, scans, duplicates, cache, weights, found.notes, found.origin)
+
+
+@dataclass
+class FoundData:
+    """Where a config's images are: the data folder, and the folder of each subset it gives (train at least)."""
+
+    root: Path
+    folders: dict[str, Path]
+    keys: dict[str, str]  # the setting each folder came from, for messages
+    split_folders: bool = False  # the subsets are folders of root (a trio or TFDS): split.csv paths are relative to root
+    notes: list[str] = field(default_factory=list)
+    origin: dict | None = None
+
+    def split_root(self, folder: Path) -> Path:
+        return self.root if self.split_folders else folder
+
+
+def find_data(config: Config, source: LabelSource) -> FoundData:
+    """data.dir as it is (with data.val_dir / test_dir), data.dir split into train/ val/ test/, or a TFDS dataset."""
+    data = config.data
+    if data.tfds is not None:
+        from imgcls.data.tfds import materialize
+
+        dataset = materialize(data.tfds, data.tfds_split, config.runtime.device)
+        keys = {subset: f"data.tfds {data.tfds} ({split})" for subset, split in dataset.splits.items()}
+        return FoundData(dataset.root, dataset.folders, keys, True, [dataset.describe()], dataset.origin())
+    root = Path(data.dir)
+    trio = find_trio(root, source)
+    if trio is None:
+        folders = {"train": root, "val": data.val_dir, "test": data.test_dir}
+        keys = {"train": "data.dir", "val": "data.val_dir", "test": "data.test_dir"}
+        return FoundData(root, {k: Path(v) for k, v in folders.items() if v is not None}, keys)
+    given = [f"data.{key}" for key in ("val_dir", "test_dir") if getattr(data, key) is not None]
+    if given:
+        raise ImgclsError(f"{' and '.join(given)}: {root} has its own {', '.join(trio.folders)} folders; "
+                          f"remove {' and '.join(given)}, or point data.dir at {trio.folders['train']}")
+    notes = [trio.describe()]
+    if "val" in trio.folders and "validation_split" in data.model_fields_set and data.validation_split:
+        notes.append(f"data.validation_split is not used: {trio.folders['val'].name}/ is the validation set")
+    if "test" in trio.folders and data.test_split:
+        notes.append(f"data.test_split is not used: {trio.folders['test'].name}/ is the test set")
+    keys = {subset: f"data.dir ({folder.name}/)" for subset, folder in trio.folders.items()}
+    return FoundData(root, trio.folders, keys, True, notes)
+
+
+def count_classes(config: Config) -> int | None:
+    """How many classes the data gives (for `imgcls summary`), or None when the data is not there."""
+    data = config.data
+    if data.class_names:
+        return len(data.class_names)
+    if data.tfds is not None:
+        from imgcls.data.tfds import class_names
+
+        names = class_names(data.tfds)
+        return len(names) if names else None
+    if not Path(data.dir).is_dir():
+        return None
+    source = LabelSource.of(data)
+    trio = find_trio(Path(data.dir), source)
+    folder = trio.folders["train"] if trio else Path(data.dir)
+    if source.from_folders:
+        return len(class_folders(folder))
+    return len(scan_folder(folder, source=source).class_names)
+
+
+def _report_unused_rows(main: FolderScan, source: LabelSource, on_bad_image: str) -> None:
+    """Rows of the labels file that named no image of any subset folder: bad entries, like a broken image."""
+    unused = source.table.unused()
+    main.bad += unused
+    if unused and on_bad_image == "error":
+        raise ImgclsError(f"{source.labels_file}: {len(unused)} row(s) name no image: {describe_bad(unused)}; fix or "
+                          "remove them, or set data.on_bad_image: skip to leave them out")
 
 
 def class_weights(setting: str | dict[str, float] | None, class_names: list[str], labels: np.ndarray) -> dict[int, float] | None:

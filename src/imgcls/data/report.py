@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from imgcls.data.plan import DataPlan
+from imgcls.data.trio import SUBSET_OF_FOLDER
 from imgcls.files import atomic_file, write_text
 from imgcls.data.scan import SHOW_BAD
 
@@ -29,6 +30,8 @@ def data_facts(plan: DataPlan) -> dict[str, Any]:
     counts = plan.counts()
     return {
         "data_dir": str(plan.data_dir),
+        "notes": plan.notes,
+        **({"dataset": plan.origin} if plan.origin else {}),
         "classes": plan.class_names,
         "images": {name: len(part) for name, part in plan.subsets.items()},
         "counts": {name: dict(zip(plan.class_names, values)) for name, values in counts.items()},
@@ -81,6 +84,8 @@ def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None 
     from rich.text import Text
 
     info = data_facts(plan)
+    for note in plan.notes:
+        log(Text(note))
     log(Text(_scan_line(plan, info)))
     bad = plan.bad_files()
     if bad:
@@ -95,9 +100,12 @@ def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None 
     for scan in plan.scans:
         if scan.nested_classes:
             shown = ", ".join(scan.nested_classes[:5]) + (", ..." if len(scan.nested_classes) > 5 else "")
+            fix = ("the images are sorted <class>/<subset>/; imgcls reads <subset>/<class>/ (train/<class>/, "
+                   "test/<class>/): swap the two levels" if set(scan.nested_classes) <= set(SUBSET_OF_FOLDER)
+                   else "data.dir looks one level too high; point it at the folder of classes (and data.val_dir "
+                   "at the validation one)")
             log(Text(f"warning: every class folder of {scan.root} ({', '.join(scan.class_names[:5])}) holds the same "
-                     f"folders ({shown}): data.dir looks one level too high; point it at the folder of classes "
-                     "(and data.val_dir at the validation one)", style="yellow"))
+                     f"folders ({shown}): {fix}", style="yellow"))
     if plan.duplicates:
         _report_duplicates(plan, log)
     log(class_table(plan))

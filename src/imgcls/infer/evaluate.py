@@ -78,11 +78,17 @@ def _split_images(run: Path, split: str, class_names: list[str]) -> tuple[Path, 
     return root, files, [found.readable for found in scanned], labels
 
 
-def _folder_images(data_dir: Path, class_names: list[str]) -> tuple[Path, list[str], list[str], np.ndarray]:
-    """The usable images of a folder-per-class tree that has exactly the run's classes (bad files are skipped)."""
+def _folder_images(run: Path, data: Any, data_dir: Path, class_names: list[str]) -> tuple[Path, list[str], list[str], np.ndarray]:
+    """The usable images of a folder labelled the way the run's data was (class folders, file names or its CSV
+    file: the absolute path training recorded), with the run's classes (bad files are skipped)."""
     from imgcls.data.folders import scan_folder
+    from imgcls.data.labels import LabelSource
 
-    scan = scan_folder(Path(data_dir), class_names, key="--data")
+    source = LabelSource.of(data)
+    recorded = (layout.read_config(run).get("imgcls") or {}).get("labels_file")
+    if source.labels_file is not None and recorded and not Path(source.labels_file).is_file():
+        source.labels_file = Path(recorded)
+    scan = scan_folder(Path(data_dir), class_names, key="--data", source=source)
     return Path(data_dir), scan.files, scan.readable, scan.labels
 
 
@@ -118,7 +124,7 @@ def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = No
     config = load_config(run / layout.CONFIG)
     class_names = layout.read_classes(run)
     if data_dir is not None:
-        root, files, readable, labels = _folder_images(data_dir, class_names)
+        root, files, readable, labels = _folder_images(run, config.data, data_dir, class_names)
         tag = "_data-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_dir).resolve().name) or "folder")
     else:
         root, files, readable, labels = _split_images(run, split, class_names)

@@ -48,10 +48,15 @@ def prepare_resume(run: Path | None, runs_dir: Path, overrides: list[str], force
         process = read_json(folder / layout.PROCESS)
         raise ImgclsError(f"{folder}: still training (process {process.get('pid')} on {process.get('host')}); "
                           "stop it first, or wait for it to finish (--force resumes anyway, if you are sure it is not)")
-    # data.dir as written may be relative to where training started; the run also recorded it absolute.
+    # data.dir (and a labels file) as written may be relative to where training started; the run also recorded
+    # them absolute.
     saved = layout.read_config(folder)
-    absolute = (saved.get("imgcls") or {}).get("data_dir")
-    moved = [f"data.dir={absolute}"] if absolute and not Path(saved["data"]["dir"]).is_dir() else []
+    recorded_paths = {"dir": "data_dir", "labels_file": "labels_file"}
+    moved = []
+    for key, absolute_key in recorded_paths.items():
+        written, absolute = saved["data"].get(key), (saved.get("imgcls") or {}).get(absolute_key)
+        if written and absolute and not Path(written).exists():
+            moved.append(f"data.{key}={absolute}")
     recorded = load_config(folder / layout.CONFIG, moved)
     config = load_config(folder / layout.CONFIG, moved + list(overrides))
     changed = config_differences(recorded.to_dict(), config.to_dict())

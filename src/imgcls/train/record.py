@@ -34,8 +34,10 @@ def write_run_start(session: Session) -> None:
                        "global_batch_size": config.data.batch_size * info.replicas},
         "learning_rate_schedule": phases[0].schedule,
         **({"fine_tune_learning_rate_schedule": phases[1].schedule} if len(phases) > 1 else {}),
-        "data_dir": str(Path(config.data.dir).resolve()),
-        "data_git": data_git_commit(Path(config.data.dir)),
+        "data_dir": str(plan.data_dir.resolve()),
+        **({"labels_file": str(Path(config.data.labels_file).resolve())} if config.data.labels_file else {}),
+        **({"dataset": plan.origin} if plan.origin else {}),
+        "data_git": data_git_commit(plan.data_dir),
         "cache": plan.cache.mode,
     }
     write_yaml(run / layout.CONFIG, resolved)

@@ -132,7 +132,7 @@ def _run_folder(session: Session, runs_dir: Path | str, name: str | None) -> Pat
     if session.resume:
         layout.check_room(session.resume, needed)
         return Path(session.resume)
-    return layout.create_run(Path(runs_dir), name or Path(str(session.config.data.dir)).name, needed)
+    return layout.create_run(Path(runs_dir), name or session.plan.data_dir.name, needed)
 
 
 def _fit(session: Session, extra_callbacks: list) -> dict[str, Any]:

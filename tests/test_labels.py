@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import COLOURS, assert_user_error, make_image_folder, write_config
+from conftest import COLOURS, assert_user_error, make_image_folder, truncated_jpeg, write_config
 from imgcls.config import load_config
 from imgcls.data.plan import plan_data
 from imgcls.errors import ImgclsError
@@ -122,6 +122,16 @@ def test_a_csv_file_labels_images_by_id_and_names_the_row_without_a_file(tmp_pat
     assert sum(len(part) for part in result.subsets.values()) == 17
 
 
+def test_a_broken_image_with_a_row_is_reported_once_as_broken(tmp_path):
+    root = make_kaggle_like(tmp_path / "comp")
+    truncated_jpeg(root / "train" / "img000.jpg")
+    (root / "train" / "img000.png").unlink()
+    result = plan({"dir": str(root / "train"), "labels": "csv", "labels_file": str(root / "train.csv")})
+    bad = result.bad_files()
+    assert [path for path, _ in bad if "img000" in path] == ["img000.jpg"]
+    assert not any("'img000'" in reason for _, reason in bad)
+
+
 def test_one_hot_label_columns_give_the_classes(tmp_path):
     data = make_image_folder(tmp_path / "images", per_class=4)
     rows = [[f"{name}/{i:03d}.png", *[int(name == other) for other in ("red", "green", "blue")]]
@@ -173,6 +183,8 @@ def test_a_bad_labels_file_is_one_line(cli, tmp_path, content, fragments):
     ({"label_file": "x.csv"}, "did you mean data.labels_file?"),
     ({"tfds": "tf_flowers"}, "data.tfds: a dataset instead of data.dir; give one of them"),
     ({"tfds_split": "train"}, "data.tfds_split: only used with data.tfds"),
+    ({"tfds": "tf_flowers", "dir": None, "tfds_split": {"train": "train", "valid": "validation"}},
+     "data.tfds_split.valid: unknown subset; did you mean data.tfds_split.val?"),
 ])
 def test_label_keys_are_checked_together_in_one_line(cli, tmp_path, data, fragment):
     config = write_config(tmp_path / "c.yaml", tmp_path, data=data)

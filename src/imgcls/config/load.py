@@ -229,8 +229,12 @@ def _source_problems(config: Config) -> list[str]:
                      for key in ("val_dir", "test_dir") if getattr(data, key) is not None]
     elif data.tfds_split is not None:
         problems.append("data.tfds_split: only used with data.tfds")
-    if isinstance(data.tfds_split, dict) and "train" not in data.tfds_split:
-        problems.append("data.tfds_split: name the training split, e.g. {train: 'train[:80%]', val: 'train[80%:]'}")
+    if isinstance(data.tfds_split, dict):
+        subsets = ["train", "val", "test"]
+        problems += [f"data.tfds_split.{key}: unknown subset{_suggest(key, subsets, 'data.tfds_split.')} "
+                     f"(the subsets: {', '.join(subsets)})" for key in data.tfds_split if key not in subsets]
+        if "train" not in data.tfds_split:
+            problems.append("data.tfds_split: name the training split, e.g. {train: 'train[:80%]', val: 'train[80%:]'}")
     return problems
 
 

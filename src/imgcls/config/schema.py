@@ -48,7 +48,7 @@ class DataConfig(Section):
     )
     tfds: str | None = Field(None, description="instead of data.dir: a TensorFlow Datasets name, e.g. tf_flowers or "
                              "eurosat/rgb (pip install 'imgcls[tfds]'; downloaded once into the user cache)")
-    tfds_split: str | dict[Literal["train", "val", "test"], str] | None = Field(
+    tfds_split: str | dict[str, str] | None = Field(
         None, description="data.tfds' splits: the training split (e.g. train[:80%]), or {train: ..., val: ..., test: ...}; "
         "default: train, plus the dataset's validation and test splits when it has them"
     )

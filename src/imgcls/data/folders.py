@@ -63,32 +63,31 @@ def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: 
     scanned, cached = scan_files(paths, root, prune=True)
 
     scan = FolderScan(root, [], [], np.zeros(0, np.int64), [], [], scanned=len(paths), cached=cached)
-    images = []
-    for found, key in zip(scanned, keys):
-        if found.is_image:
-            images.append((found, key))
-        elif found.check.kind == "bad":
-            scan.bad.append((key, found.check.reason))
-        else:
-            scan.ignored += 1
+    # Broken images are labelled too, so the CSV row of a truncated file is not also reported as naming no image.
+    candidates = [(found, key) for found, key in zip(scanned, keys) if found.check.kind != "other"]
+    scan.ignored = len(keys) - len(candidates)
     if source.from_folders:
-        names = [key.split("/", 1)[0] for _, key in images]
+        labels = [(key.split("/", 1)[0], "") for _, key in candidates]
     else:
-        names = []
-        for (found, key), (name, why) in zip(images, source.label(root, [key for _, key in images])):
+        labels = source.label(root, [key for _, key in candidates])
+    images, names = [], []
+    for (found, key), (name, why) in zip(candidates, labels):
+        if not found.is_image:
+            scan.bad.append((key, found.check.reason))
+        elif not name:
+            scan.bad.append((key, why))
+        else:
+            images.append((found, key))
             names.append(name)
-            if not name:
-                scan.bad.append((key, why))
     scan.class_names = class_names or _classes_of(root, names, source, key)
     index = {name: i for i, name in enumerate(scan.class_names)}
     _check_known(root, names, index, class_names is not None, source, key)
     kept_labels = []
     for (found, _), name in zip(images, names):
-        if name:
-            scan.files.append(found.path)
-            scan.readable.append(found.readable)
-            scan.checks.append(found.check)
-            kept_labels.append(index[name])
+        scan.files.append(found.path)
+        scan.readable.append(found.readable)
+        scan.checks.append(found.check)
+        kept_labels.append(index[name])
     scan.ignored += ignored
     scan.bad += unlisted
     scan.nested_classes = _shared_subfolders(root, scan.class_names) if source.from_folders else []

@@ -228,15 +228,28 @@ def test_both_val_and_valid_folders_is_one_line(cli, tmp_path):
     assert_user_error(cli("inspect", tmp_path / "d"), "both val/ and valid/ look like the val folder")
 
 
+FOOD11_CONFIG = Path(__file__).parents[1] / "configs" / "food11.yaml"
+
+
 def test_the_food11_seed_config_reads_the_original_layout(tmp_path):
     root = tmp_path / "food11"
     make_flat_folder(root / "train", per_class=4)
     make_flat_folder(root / "valid", per_class=2, seed=50)
     make_flat_folder(root / "test", per_class=1, labelled=False, seed=90)
-    config = load_config(Path(__file__).parents[1] / "configs" / "food11.yaml", [f"data.dir={root}"])
-    result = plan_data(config)
+    result = plan_data(load_config(FOOD11_CONFIG, [f"data.dir={root}"]))
     assert result.class_names == ["0", "1", "2"]
     assert {name: len(part) for name, part in result.subsets.items()} == {"train": 12, "val": 6}
+
+
+@pytest.mark.slow
+def test_the_food11_seed_config_trains_on_the_original_layout(cli, tmp_path):
+    root = make_food11_like(tmp_path / "food11")
+    small = [f"data.dir={root}", "data.image_size=32", "data.batch_size=8", "train.epochs=1",
+             "model.filters=[4, 4, 4, 4, 4]", "model.dense=[8]", "runtime.precision=float32"]
+    result = cli("train", FOOD11_CONFIG, *[arg for value in small for arg in ("--set", value)], "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "split into train/ (train) + valid/ (val); test/ has no labels" in result.output
+    assert json.loads((tmp_path / "runs" / "latest" / "metrics.json").read_text())["status"] == "finished"
 
 
 # --------------------------------------------------------------------------- submissions

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +159,8 @@ def test_two_rows_that_disagree_about_a_file_leave_it_out_named(tmp_path):
     (b"id,label\n\xff\xfe,red\n", ["not UTF-8"]),
     (b"id,lable\nimg000,red\n", ["data.label_column", "no column 'label'", "did you mean lable?"]),
     (b"id,label\nnothing,red\n", ["none of its 1 rows names an image", "data.path_column"]),
+    (b"image,blue,green,red\nimg000,1,0,0\nimg001,0,1,0\n", ["data.label_column", "hold only 0 and 1",
+                                                               "data.label_column: [blue, green, red]"]),
 ])
 def test_a_bad_labels_file_is_one_line(cli, tmp_path, content, fragments):
     root = make_kaggle_like(tmp_path / "comp")
@@ -181,7 +185,8 @@ def test_a_bad_labels_file_is_one_line(cli, tmp_path, content, fragments):
     ({"class_names": ["a", "b"]}, "data.class_names: only used with data.labels: filename or csv"),
     ({"labels": "names"}, "data.labels"),
     ({"label_file": "x.csv"}, "did you mean data.labels_file?"),
-    ({"tfds": "tf_flowers"}, "data.tfds: a dataset instead of data.dir; give one of them"),
+    ({"tfds": "tf_flowers"}, "data.tfds: a dataset instead of data.dir; give only one of them"),
+    ({"labels": "filename", "filename_pattern": "^(.)", "class_names": ["a", "b", "a"]}, "data.class_names: a given twice"),
     ({"tfds_split": "train"}, "data.tfds_split: only used with data.tfds"),
     ({"tfds": "tf_flowers", "dir": None, "tfds_split": {"train": "train", "valid": "validation"}},
      "data.tfds_split.valid: unknown subset; did you mean data.tfds_split.val?"),
@@ -219,7 +224,48 @@ def test_a_split_folder_and_val_dir_together_is_one_line(cli, tmp_path):
     root = make_food11_like(tmp_path / "food11")
     config = write_config(tmp_path / "c.yaml", root, data={"labels": "filename", "filename_pattern": r"^(\d+)_",
                                                           "val_dir": str(root / "valid"), "validation_split": None})
-    assert_user_error(cli("inspect", config), "data.val_dir", "has its own train, val folders")
+    assert_user_error(cli("inspect", config), "data.val_dir", "has its own valid/ folder")
+
+
+def test_a_val_dir_completes_a_train_test_split(tmp_path):
+    root = tmp_path / "coffee_beans"
+    make_image_folder(root / "train", per_class=6)
+    make_image_folder(root / "test", per_class=2, seed=1)
+    make_image_folder(tmp_path / "beans_val", per_class=2, seed=2)
+    result = plan({"dir": str(root), "val_dir": str(tmp_path / "beans_val")})
+    assert {name: len(part) for name, part in result.subsets.items()} == {"train": 18, "val": 6, "test": 6}
+    roots = {name: part.root for name, part in result.subsets.items()}
+    assert roots == {"train": root, "val": tmp_path / "beans_val", "test": root}
+
+
+def test_a_train_folder_alone_is_the_training_set_and_csv_ids_are_found_one_folder_down(tmp_path):
+    root = make_kaggle_like(tmp_path / "comp")
+    for path in ("test", "sample_submission.csv"):
+        shutil.rmtree(root / path) if path == "test" else (root / path).unlink()
+    result = plan({"dir": str(root), "labels": "csv", "labels_file": str(root / "train.csv")})
+    assert "split into train/ (train)" in result.notes[0]
+    assert sum(len(part) for part in result.subsets.values()) == 18
+
+
+def test_train_and_test_beside_another_folder_is_one_line(cli, tmp_path):
+    for part in ("train", "test", "extra"):
+        make_image_folder(tmp_path / "d" / part, per_class=2)
+    (tmp_path / "d" / "__MACOSX").mkdir()  # a zip's junk is never data
+    assert_user_error(cli("inspect", tmp_path / "d"), "holds train/ and test/, a split data set, beside extra/")
+
+
+def test_numeric_csv_ids_of_train_do_not_label_the_test_folder(tmp_path):
+    root = tmp_path / "comp"
+    rows = []
+    for n, (label, colour) in enumerate((name, colour) for name, colour in COLOURS.items() for _ in range(5)):
+        save_noisy(root / "train" / f"{n}.png", colour, n)
+        rows.append([str(n), label])
+    for n in range(4):
+        save_noisy(root / "test" / f"{n}.png", (90, 90, 90), 100 + n)
+    write_rows(root / "train.csv", ["id", "label"], rows)
+    result = plan({"dir": str(root), "labels": "csv", "labels_file": str(root / "train.csv")})
+    assert set(result.subsets) == {"train", "val"}
+    assert "test/ has no labels, so it is left out" in result.notes[0]
 
 
 def test_both_val_and_valid_folders_is_one_line(cli, tmp_path):
@@ -295,6 +341,25 @@ def test_a_template_with_a_column_per_class_gets_probabilities(tmp_path):
     assert read_rows(tmp_path / "s.csv") == [{"id": "a", "dog": "0.25", "cat": "0.75"}]
 
 
+@pytest.mark.parametrize("columns, fragment", [(["id", "cat", "dog", "fox"], "columns that are not classes of the run (fox)"),
+                                               (["id", "cat"], "no column for the classes dog")])
+def test_a_template_with_columns_per_class_must_name_exactly_the_classes(tmp_path, columns, fragment):
+    from imgcls.infer.submission import Template
+
+    template = write_rows(tmp_path / "sample.csv", columns, [["a"] + ["0"] * (len(columns) - 1)])
+    with pytest.raises(ImgclsError, match=re.escape(fragment)):
+        Template.read(template, ["cat", "dog"], None, None)
+
+
+def test_template_ids_match_numbered_files_without_their_leading_zeros(tmp_path):
+    from imgcls.infer.submission import Template, write_submission
+
+    template = write_rows(tmp_path / "sample.csv", ["Id", "Category"], [["7", ""], ["12", ""]])
+    predictions = [prediction("test/0012.jpg", "3"), prediction("test/0007.jpg", "5")]
+    write_submission(tmp_path / "s.csv", predictions, Template.read(template, ["3", "5"], None, None))
+    assert read_rows(tmp_path / "s.csv") == [{"Id": "7", "Category": "5"}, {"Id": "12", "Category": "3"}]
+
+
 def test_template_ids_without_images_or_images_without_ids_write_nothing(tmp_path):
     from imgcls.infer.submission import Template, write_submission
 
@@ -302,6 +367,14 @@ def test_template_ids_without_images_or_images_without_ids_write_nothing(tmp_pat
     with pytest.raises(ImgclsError, match=r"1 id\(s\) of the template have no image \(first: gone\); 1 image\(s\) "):
         write_submission(tmp_path / "s.csv", [prediction("a.png", "cat"), prediction("new.png", "dog")],
                          Template.read(template, ["cat", "dog"], None, None))
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_submission_with_an_unreadable_test_image_is_refused_and_not_written(cli, trained_run, tmp_path):
+    test = make_flat_folder(tmp_path / "test", per_class=1, labelled=False)
+    (test / "9.png").write_bytes(b"")
+    result = cli("predict", test, "--run", trained_run, "--csv", tmp_path / "s.csv", "--format", "kaggle")
+    assert_user_error(result, "a submission needs every image, and 1 could not be read", "9.png")
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -412,17 +485,39 @@ def test_an_unknown_tfds_name_is_one_line_with_a_suggestion(cli, tmp_path):
                       "did you mean tf_flowers?")
 
 
-def test_a_failed_tfds_download_says_where_to_copy_the_data(cli, tmp_path, monkeypatch):
+def test_without_network_a_tfds_download_fails_at_once_saying_where_to_copy_the_data(cli, tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
+    from imgcls.data import tfds
+
+    monkeypatch.setattr(tfds, "_network_reachable", lambda: False)
+    assert_user_error(cli("inspect", tfds_config(tmp_path / "c.yaml", "cats_vs_dogs")),
+                      "cannot download cats_vs_dogs: no network", "copy a prepared ", "/cats_vs_dogs/", "$TFDS_DATA_DIR")
+
+
+def test_a_failed_tfds_download_is_one_line(cli, tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
+    from imgcls.data import tfds as imgcls_tfds
+
+    def download_and_prepare(self, *args, **kwargs):
+        raise ConnectionError("Failed to establish a new connection:\n   Network is unreachable")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare)
+    monkeypatch.setattr(imgcls_tfds, "_network_reachable", lambda: True)
+    assert_user_error(cli("inspect", tfds_config(tmp_path / "c.yaml", "cats_vs_dogs")),
+                      "could not download and prepare cats_vs_dogs (ConnectionError: Failed to establish a new "
+                      "connection: Network is unreachable)", "tensorflow_datasets")
+
+
+@pytest.mark.parametrize("name, fragment", [("glue/cola", "not an image classification dataset"),
+                                            ("mnist/bogus", "'mnist/bogus'"), ("mnist:9.9.9", "'mnist:9.9.9'")])
+def test_a_tfds_name_that_cannot_be_used_is_one_line_before_any_download(cli, tmp_path, monkeypatch, name, fragment):
     tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
 
-    def offline(self, *args, **kwargs):
-        raise ConnectionError("Failed to establish a new connection: Network is unreachable")
+    def download_and_prepare(self, *args, **kwargs):
+        raise AssertionError("no download expected")
 
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    monkeypatch.setenv("IMGCLS_CACHE_DIR", str(tmp_path / "empty-cache"))
-    assert_user_error(cli("inspect", tfds_config(tmp_path / "c.yaml", "cats_vs_dogs")),
-                      "could not download and prepare cats_vs_dogs", "Network is unreachable",
-                      "tensorflow_datasets")
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare)
+    assert_user_error(cli("inspect", tfds_config(tmp_path / "c.yaml", name)), fragment)
 
 
 @pytest.mark.slow

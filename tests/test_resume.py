@@ -286,7 +286,7 @@ def test_resume_is_refused_when_the_data_no_longer_splits_as_split_csv_says(cli,
     files.write_yaml(run / "config.yaml", config)
     make_image_folder(data, classes={"red": (200, 40, 40)}, per_class=14, seed=7)  # two more red images
     result = cli("train", "--resume", run)
-    assert result.exit_code == 2 and "the data folder changed since the run started" in result.stderr
+    assert result.exit_code == 2 and "the data changed since the run started" in result.stderr
     assert "--force" in result.stderr and files.read_json(run / "metrics.json")["status"] == "interrupted"
 
 

@@ -140,11 +140,18 @@ def predict(
         raise ImgclsError("a submission is written to --csv FILE: add --csv submission.csv")
     if not kaggle and (id_column or label_column):
         raise ImgclsError("--id-column and --label-column name a submission's columns: add --format kaggle")
+    if template is not None and csv_file is not None and csv_file.resolve() == template.resolve():
+        raise ImgclsError(f"--csv {csv_file} is the --template: write the submission to another file")
     chosen_device = parse_device(device)
     if csv_file:
         check_writable(csv_file, "--csv")
     run_dir = None if model is not None else resolve_run(run, runs_dir)
-    images = collect_images(paths, warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
+    skipped = []
+    images = collect_images(paths, warn=lambda message: skipped.append(message) or err.print(
+        f"[yellow]warning:[/] {escape(message)}", markup=True))
+    if kaggle and skipped:
+        raise ImgclsError(f"a submission needs every image, and {len(skipped)} could not be read ({skipped[0]}); "
+                          "replace them (a blank image of the same name gets a guess), then predict again")
     import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
     classifier = Classifier.from_path(model) if model is not None else Classifier.from_run(run_dir)
     sample = template and Template.read(template, classifier.class_names, id_column, label_column)
@@ -167,7 +174,8 @@ def predict(
 @app.command()
 @user_errors
 def inspect(
-    source: Path = typer.Argument(..., help="Experiment config (YAML), or a data folder with one sub-folder per class."),
+    source: Path = typer.Argument(..., help="Experiment config (YAML), or a data folder (one sub-folder per class, or "
+                                              "train/ val/ test/ folders of them)."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Sample grid PNG (default: <data folder name>_samples.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON instead of a report."),

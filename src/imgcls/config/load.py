@@ -162,6 +162,8 @@ def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config)
     if error["type"] == "union_tag_invalid":
         return f"{path}: unknown schedule {error['input'].get('name')!r}; allowed: {', '.join(SCHEDULE_NAMES)}"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "path_type":
+        message = "should be a path (a string)"  # pydantic says "for <class 'pathlib.Path'>"
     if "input" in error and not isinstance(error["input"], dict):
         return f"{path}: {message} (got {_excerpt(repr(error['input']))})"
     return f"{path}: {message}"
@@ -201,7 +203,7 @@ def _source_problems(config: Config) -> list[str]:
     if (data.dir is None) == (data.tfds is None):
         problems.append("data.dir: required key is missing (the data folder; or set data.tfds: a TensorFlow Datasets name)"
                         if data.dir is None
-                        else "data.tfds: a dataset instead of data.dir; give one of them")
+                        else "data.tfds: a dataset instead of data.dir; give only one of them")
     needs = {"filename": ["filename_pattern"], "csv": ["labels_file"]}.get(data.labels, [])
     owners = {"filename_pattern": "filename", "labels_file": "csv", "path_column": "csv", "label_column": "csv"}
     for key in needs:
@@ -218,10 +220,15 @@ def _source_problems(config: Config) -> list[str]:
         except ImgclsError as error:
             problems.append(str(error))
     if data.class_names is not None:
-        if data.labels == "folders":
+        repeated = sorted({name for name in data.class_names if data.class_names.count(name) > 1})
+        if data.tfds is not None:
+            problems.append("data.class_names: a TFDS dataset names its classes; remove data.class_names")
+        elif data.labels == "folders":
             problems.append("data.class_names: only used with data.labels: filename or csv (class folders name their classes)")
-        elif len(set(data.class_names)) != len(data.class_names) or len(data.class_names) < 2:
-            problems.append("data.class_names: needs at least 2 different names")
+        elif repeated:
+            problems.append(f"data.class_names: {', '.join(repeated)} given twice; each class once")
+        elif len(data.class_names) < 2:
+            problems.append("data.class_names: needs at least 2 names")
     if data.tfds is not None:
         if data.labels != "folders":
             problems.append("data.labels: a TFDS dataset has its own labels; remove data.labels")

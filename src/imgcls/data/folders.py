@@ -122,7 +122,7 @@ def _classes_of(root: Path, names: list[str], source: LabelSource, key: str) -> 
         source.table.no_match(root)
     if len(classes) < 2 and not source.class_names:
         what = f"only one label ({classes[0]})" if classes else "no labelled image"
-        raise ImgclsError(f"{root}: {what} from {source.describe()}; a classifier needs at least 2 classes")
+        raise ImgclsError(f"{root}: {what} in the labels from {source.describe()}; a classifier needs at least 2 classes")
     return classes
 
 
@@ -134,8 +134,8 @@ def _check_known(root: Path, names: list[str], index: dict[str, int], forced: bo
     shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
     if forced:
         raise ImgclsError(f"{root}: labels the training data does not have ({shown}); it must have the training data's classes")
-    raise ImgclsError(f"data.class_names: does not list {shown}, which {source.describe()} gives images in {root}; "
-                      "add them, or give their index in the list")
+    raise ImgclsError(f"data.class_names: does not list {shown}, labels of images in {root} (from "
+                      f"{source.describe()}); add them, or give their index in the list")
 
 
 def describe_bad(bad: list[tuple[str, str]], limit: int = 3) -> str:
@@ -152,8 +152,7 @@ def class_folders(root: Path) -> list[str]:
     are never data. A name that is not valid UTF-8 is an error: it could not be
     written into classes.json or split.csv.
     """
-    names = sorted(p.name for p in Path(root).iterdir()
-                   if p.is_dir() and not p.name.startswith(".") and not is_runs_folder(p))
+    names = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not skipped_folder(p))
     for name in names:
         try:
             name.encode("utf-8")
@@ -161,6 +160,11 @@ def class_folders(root: Path) -> list[str]:
             shown = os.fsencode(name).decode("utf-8", "backslashreplace")
             raise ImgclsError(f"{Path(root).resolve()}: the class folder name {shown!r} is not valid UTF-8; rename it") from None
     return names
+
+
+def skipped_folder(folder: Path) -> bool:
+    """Never data: hidden folders (.imgcls_cache), macOS' __MACOSX from a zip, imgcls' own runs folders."""
+    return folder.name.startswith(".") or folder.name == "__MACOSX" or is_runs_folder(folder)
 
 
 def is_runs_folder(folder: Path) -> bool:
@@ -175,7 +179,8 @@ def _required_classes(root: Path, class_names: list[str] | None, ignore: list[st
     if class_names is None:
         if len(found) < 2:
             what = f"only one class folder ({found[0]})" if found else "no class sub-folders"
-            raise ImgclsError(f"{root}: {what}; a classifier needs at least 2 (put each class's images in data/<class_name>/)")
+            raise ImgclsError(f"{root}: {what}; a classifier needs at least 2 (put each class's images in "
+                              "data/<class_name>/, or, when file names or a CSV file hold the labels, set data.labels)")
         return found
     missing = sorted(set(class_names) - set(found))
     extra = sorted(set(found) - set(class_names) - set(ignore))
@@ -219,7 +224,7 @@ def walk_files(root: Path, under: str = "") -> tuple[list[str], int, list[tuple[
         unlisted.append((Path(os.path.relpath(error.filename, root)).as_posix(), f"folder not readable ({error.strerror})"))
 
     for parent, dirs, names in os.walk(os.path.join(root, under), onerror=note):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not is_runs_folder(Path(parent, d))]
+        dirs[:] = [d for d in dirs if not skipped_folder(Path(parent, d))]
         prefix = Path(os.path.relpath(parent, root)).as_posix()
         for name in names:
             if name.startswith("."):

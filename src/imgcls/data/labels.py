@@ -48,11 +48,13 @@ class LabelSource:
         return self.kind == "folders"
 
     def describe(self) -> str:
+        """Where the labels come from, as messages say it: 'labels from <this>'."""
         if self.kind == "filename":
-            return f"labels from file names (data.filename_pattern {self.filename_pattern!r})"
+            return f"file names (data.filename_pattern '{self.filename_pattern}')"
         if self.kind == "csv":
-            return f"labels from {self.labels_file}"
-        return "labels from class folders"
+            columns = f", column {', '.join(self._table.label_columns)}" if self._table else ""
+            return f"{self.labels_file}{columns}"
+        return "class folders"
 
     @property
     def table(self) -> CsvLabels:
@@ -68,18 +70,20 @@ class LabelSource:
             labels = [_from_name(pattern, key) for key in keys]
             if keys and not any(name for name, _ in labels):
                 tried = ", ".join(PurePosixPath(key).name for key in keys[:3])
-                raise ImgclsError(f"data.filename_pattern: {self.filename_pattern!r} matches no file name in {root} "
+                raise ImgclsError(f"data.filename_pattern: '{self.filename_pattern}' matches no file name in {root} "
                                   f"(tried {tried}); it is searched in each file name and its first group is the label")
         else:
             labels = self.table.label(root, keys)
         return [(self._class_of(name), why) if name else (name, why) for name, why in labels]
 
-    def has_labels(self, root: Path, keys: list[str]) -> bool:
-        """Whether any of the files `keys` under `root` has a label (False for a Kaggle-style unlabelled test/)."""
+    def has_labels(self, root: Path, keys: list[str], train: tuple[Path, list[str]] | None = None) -> bool:
+        """Whether any of the files `keys` under `root` has a label (False for a Kaggle-style unlabelled test/);
+        `train`: the training folder and its files, whose CSV rows do not count here."""
         if self.kind == "filename":
             pattern = compile_pattern(self.filename_pattern)
             return any(_from_name(pattern, key)[0] for key in keys)
-        return self.table.matches_any(root, keys)
+        taken = self.table.rows_naming(*train) if train else set()
+        return self.table.labels_any(root, keys, taken)
 
     def _class_of(self, value: str) -> str:
         """A label as its class name: data.class_names maps an index to a name, a name is kept."""
@@ -95,9 +99,9 @@ def compile_pattern(pattern: str) -> re.Pattern:
     try:
         compiled = re.compile(pattern)
     except re.error as error:
-        raise ImgclsError(f"data.filename_pattern: {pattern!r} is not a regular expression ({error})") from None
+        raise ImgclsError(f"data.filename_pattern: '{pattern}' is not a regular expression ({error})") from None
     if compiled.groups != 1 and "label" not in compiled.groupindex:
-        raise ImgclsError(f"data.filename_pattern: {pattern!r} needs one group around the label, e.g. '^(\\d+)_', "
+        raise ImgclsError(f"data.filename_pattern: '{pattern}' needs one group around the label, e.g. '^(\\d+)_', "
                           "or a group named label: (?P<label>...)")
     return compiled
 
@@ -124,11 +128,16 @@ def order_classes(names: set[str], given: list[str] | None) -> list[str]:
 
 @dataclass
 class CsvLabels:
-    """A labels file: one row per image, its path or id and its label (or one 0/1 column per class)."""
+    """A labels file: one row per image, its path or id and its label (or one 0/1 column per class).
+
+    A row labels one image, once: rows the training folder used do not label a
+    validation or test folder too (numeric ids repeat across folders)."""
 
     path: Path
     rows: dict[str, tuple[str, int]]  # the path column's value -> (label, line number)
     conflicts: dict[str, str]  # values given two different labels -> the reason
+    lines: int = 0  # rows in the file
+    label_columns: list[str] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
     @classmethod
@@ -139,9 +148,11 @@ class CsvLabels:
             columns = [_column(path, header, name, None, "data.label_column") for name in label_column]
         else:
             columns = [_column(path, header, label_column, 1, "data.label_column")]
+            if label_column is None:
+                _refuse_one_hot_default(path, header, lines, id_column, columns[0])
         rows, conflicts = {}, {}
         for number, line in lines:
-            value = line[id_column].strip() if id_column < len(line) else ""
+            value = _normal(line[id_column].strip()) if id_column < len(line) else ""
             if not value:
                 continue
             label, why = _row_label(line, columns, header)
@@ -154,48 +165,55 @@ class CsvLabels:
             rows.setdefault(value, (label, number))
         if not rows and not conflicts:
             raise ImgclsError(f"{path}: no labelled rows; it needs a header line, then one row per image (path or id, label)")
-        return cls(path, rows, conflicts)
+        return cls(path, rows, conflicts, len(lines), [header[c] for c in columns])
 
-    def _index(self, root: Path, keys: list[str]) -> dict[str, list[str]]:
-        """Every way a row can name a file of `root`: its path, its path without the extension, and both with
-        the folder's own name in front (rows written relative to the folder above)."""
-        index: dict[str, list[str]] = {}
+    def _matches(self, root: Path, keys: list[str]) -> dict[str, list[str]]:
+        """The files of `root` each row names: by path, path without the extension, either with the folder's own
+        name in front (rows written from the folder above); else by file name or id alone (images one folder down)."""
+        exact: dict[str, list[str]] = {}
+        loose: dict[str, list[str]] = {}
         for key in keys:
             stem = str(PurePosixPath(key).with_suffix(""))
             for name in {key, stem, f"{root.name}/{key}", f"{root.name}/{stem}"}:
-                index.setdefault(name, []).append(key)
-        return index
+                exact.setdefault(name, []).append(key)
+            for name in {PurePosixPath(key).name, PurePosixPath(key).stem}:
+                loose.setdefault(name, []).append(key)
+        return {value: exact.get(value) or loose.get(value) or [] for value in [*self.rows, *self.conflicts]}
 
     def label(self, root: Path, keys: list[str]) -> list[tuple[str, str]]:
-        index = self._index(root, keys)
+        earlier = set(self.used)  # rows an earlier folder (train) used label nothing here
+        matches = {value: files for value, files in self._matches(root, keys).items() if files and value not in earlier}
         found: dict[str, tuple[str, str]] = {}
-        for value, (label, _) in self.rows.items():
-            matches = index.get(_normal(value), [])
-            if len(matches) == 1 and matches[0] not in found:
-                found[matches[0]] = (label, NO_LABEL)
-                self.used.add(value)
-            elif len(matches) > 1:
-                self.used.add(value)
-                for key in matches:
-                    found[key] = (NO_LABEL, f"{self.path.name}: {value!r} matches {len(matches)} files; give the extension")
-            elif matches:  # a second row for the same file under another spelling
-                self.used.add(value)
-                if found[matches[0]][0] != label:
-                    found[matches[0]] = (NO_LABEL, f"{self.path.name} gives it two labels")
-        for value, why in self.conflicts.items():
-            for key in index.get(_normal(value), []):
+        for value, files in matches.items():
+            self.used.add(value)
+            if value in self.conflicts:
+                reasons = [(key, self.conflicts[value]) for key in files]
+            elif len(files) > 1:
+                shown = ", ".join(files[:2]) + (" ..." if len(files) > 2 else "")
+                reasons = [(key, f"{self.path.name}: {value!r} names {len(files)} files ({shown}); give the path "
+                                 "with the extension") for key in files]
+            else:
+                label, before = self.rows[value][0], found.get(files[0])
+                if before is None:
+                    found[files[0]] = (label, NO_LABEL)
+                elif before[0] != label:  # another spelling of the same file, with another label
+                    found[files[0]] = (NO_LABEL, f"{self.path.name} gives it two labels")
+                continue
+            for key, why in reasons:
                 found[key] = (NO_LABEL, why)
-                self.used.add(value)
         return [found.get(key, (NO_LABEL, f"no row in {self.path.name}")) for key in keys]
 
-    def matches_any(self, root: Path, keys: list[str]) -> bool:
-        index = self._index(root, keys)
-        return any(_normal(value) in index for value in self.rows)
+    def labels_any(self, root: Path, keys: list[str], taken: set[str] = frozenset()) -> bool:
+        """Whether a row not in `taken` names a file of `root`."""
+        return any(files and value not in taken for value, files in self._matches(root, keys).items())
+
+    def rows_naming(self, root: Path, keys: list[str]) -> set[str]:
+        return {value for value, files in self._matches(root, keys).items() if files}
 
     def no_match(self, root: Path) -> None:
         """Raise the one-line error for a labels file none of whose rows names an image of `root`."""
         first = ", ".join(list(self.rows)[:3])
-        raise ImgclsError(f"{self.path}: none of its {len(self.rows)} rows names an image in {root} (first: {first}); "
+        raise ImgclsError(f"{self.path}: none of its {self.lines} rows names an image in {root} (first: {first}); "
                           "the path column holds paths relative to that folder, or ids (file names without the "
                           "extension); check data.path_column and data.dir")
 
@@ -206,6 +224,19 @@ class CsvLabels:
                 if value not in self.used]
 
 
+def _refuse_one_hot_default(path: Path, header: list[str], lines: list, id_column: int, label_column: int) -> None:
+    """No label_column, and the default (second) column holds only 0 and 1 beside other such columns: the file
+    has one column per class, and training on the second column alone would learn the wrong task."""
+    def binary(column: int) -> bool:
+        values = {line[column].strip() for _, line in lines if column < len(line)}
+        return bool(values) and values <= {"0", "1", "0.0", "1.0"}
+
+    one_hot = [header[c] for c in range(len(header)) if c != id_column and binary(c)]
+    if binary(label_column) and len(one_hot) >= 2:
+        raise ImgclsError(f"data.label_column: {path}'s columns {', '.join(one_hot)} hold only 0 and 1, one column per "
+                          f"class; set data.label_column: [{', '.join(one_hot)}] (or name the one label column)")
+
+
 def _normal(value: str) -> str:
     return value.replace("\\", "/").removeprefix("./")
 
@@ -213,6 +244,8 @@ def _normal(value: str) -> str:
 def read_table(path: Path, key: str = "data.labels_file") -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the (line number, fields) of a CSV or TSV file; the delimiter is sniffed (, ; or tab)."""
     path = Path(path)
+    if path.is_dir():
+        raise ImgclsError(f"{key}: {path} is a folder; give the CSV file")
     if not path.is_file():
         raise ImgclsError(f"{key}: {path} not found (relative paths start from {Path.cwd()})")
     try:

@@ -238,11 +238,11 @@ def plan_data(config: Config) -> DataPlan:
             scan = scan_folder(folder, class_names=main.class_names, on_bad_image=data.on_bad_image,
                                ignore_classes=main.dropped_classes, key=found.keys[name], source=source)
             scans.append(scan)
-            subsets[name] = Subset.of(scan, found.split_root(folder))
+            subsets[name] = Subset.of(scan, found.split_root(name))
     if source.kind == "csv":
         _report_unused_rows(main, source, data.on_bad_image)
 
-    everything = Subset.of(main, found.split_root(main.root))
+    everything = Subset.of(main, found.split_root("train"))
     val_share = 0.0 if "val" in subsets else data.validation_split
     test_share = 0.0 if "test" in subsets else data.test_split
     labels = everything.labels if data.split.stratify else np.zeros_like(everything.labels)
@@ -275,12 +275,13 @@ class FoundData:
     root: Path
     folders: dict[str, Path]
     keys: dict[str, str]  # the setting each folder came from, for messages
-    split_folders: bool = False  # the subsets are folders of root (a trio or TFDS): split.csv paths are relative to root
+    in_root: set[str] = field(default_factory=set)  # subsets that are folders of root (a trio, TFDS)
     notes: list[str] = field(default_factory=list)
     origin: dict | None = None
 
-    def split_root(self, folder: Path) -> Path:
-        return self.root if self.split_folders else folder
+    def split_root(self, subset: str) -> Path:
+        """The folder split.csv's paths of `subset` are relative to (as `run.layout.subset_root` reads them)."""
+        return self.root if subset in self.in_root else self.folders[subset]
 
 
 def find_data(config: Config, source: LabelSource) -> FoundData:
@@ -291,24 +292,29 @@ def find_data(config: Config, source: LabelSource) -> FoundData:
 
         dataset = materialize(data.tfds, data.tfds_split, config.runtime.device)
         keys = {subset: f"data.tfds {data.tfds} ({split})" for subset, split in dataset.splits.items()}
-        return FoundData(dataset.root, dataset.folders, keys, True, [dataset.describe()], dataset.origin())
+        return FoundData(dataset.root, dataset.folders, keys, set(dataset.folders), [dataset.describe()], dataset.origin())
     root = Path(data.dir)
     trio = find_trio(root, source)
     if trio is None:
         folders = {"train": root, "val": data.val_dir, "test": data.test_dir}
         keys = {"train": "data.dir", "val": "data.val_dir", "test": "data.test_dir"}
         return FoundData(root, {k: Path(v) for k, v in folders.items() if v is not None}, keys)
-    given = [f"data.{key}" for key in ("val_dir", "test_dir") if getattr(data, key) is not None]
-    if given:
-        raise ImgclsError(f"{' and '.join(given)}: {root} has its own {', '.join(trio.folders)} folders; "
-                          f"remove {' and '.join(given)}, or point data.dir at {trio.folders['train']}")
+    in_root = set(trio.folders)
+    for subset in ("val", "test"):
+        folder = getattr(data, f"{subset}_dir")
+        if folder is not None and subset in trio.folders:
+            raise ImgclsError(f"data.{subset}_dir: {root} has its own {trio.folders[subset].name}/ folder; remove "
+                              f"data.{subset}_dir, or point data.dir at {trio.folders['train']}")
+        if folder is not None:
+            trio.folders[subset] = Path(folder)
     notes = [trio.describe()]
     if "val" in trio.folders and "validation_split" in data.model_fields_set and data.validation_split:
         notes.append(f"data.validation_split is not used: {trio.folders['val'].name}/ is the validation set")
     if "test" in trio.folders and data.test_split:
         notes.append(f"data.test_split is not used: {trio.folders['test'].name}/ is the test set")
     keys = {subset: f"data.dir ({folder.name}/)" for subset, folder in trio.folders.items()}
-    return FoundData(root, trio.folders, keys, True, notes)
+    keys.update({subset: f"data.{subset}_dir" for subset in ("val", "test") if getattr(data, f"{subset}_dir") is not None})
+    return FoundData(root, trio.folders, keys, in_root, notes)
 
 
 def count_classes(config: Config) -> int | None:

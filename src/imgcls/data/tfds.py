@@ -13,10 +13,14 @@ which a machine without network can be given by copying it in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import os
 import re
+import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +57,15 @@ def materialize(name: str, split_setting: str | dict | None, device: str | int |
     tfds = _import_tfds(device)
     builder = _builder(tfds, name)
     version = str(builder.info.version)
+    image_key, label_key = _feature_keys(builder, name)  # before any download: is it an image classification set?
+    if split_setting is None and not builder.info.splits:
+        _download(builder, name)  # the default splits are the dataset's own: known once it is prepared
     splits = _choose_splits(builder, split_setting)
     root = user_cache_dir() / "tfds" / _safe(name) / version
     folders = {subset: root / _folder_name(split) for subset, split in splits.items()}
     missing = {subset: folder for subset, folder in folders.items() if not folder.is_dir()}
     if missing:
         _download(builder, name)
-    image_key, label_key = _feature_keys(builder, name)
     class_names = builder.info.features[label_key].names
     for subset, folder in missing.items():
         print(f"data.tfds {name}: writing the {splits[subset]} images to {folder} (once)", file=sys.stderr)
@@ -94,9 +100,12 @@ def _builder(tfds, name: str):
         return tfds.builder(name)
     except tfds.core.registered.DatasetNotFoundError:
         known = tfds.list_builders()
-        hint = did_you_mean(name.split("/")[0], known)
+        hint = did_you_mean(name.split("/")[0].split(":")[0], known)
         raise ImgclsError(f"data.tfds: no TensorFlow Datasets dataset {name!r}" + (f"; {hint}" if hint else "")
                           + " (the catalog: https://www.tensorflow.org/datasets/catalog)") from None
+    except (ValueError, AssertionError) as error:  # an unknown config (name/config) or version (name:1.2.3)
+        raise ImgclsError(f"data.tfds: {name!r}: {first_line(error, 200)}; the catalog lists each dataset's configs and "
+                          "versions: https://www.tensorflow.org/datasets/catalog") from None
 
 
 def _choose_splits(builder, setting: str | dict | None) -> dict[str, str]:
@@ -119,13 +128,44 @@ def _choose_splits(builder, setting: str | dict | None) -> dict[str, str]:
 
 
 def _download(builder, name: str) -> None:
+    """TFDS' download and preparation, once; its progress goes to stderr (stdout may be --json)."""
+    if builder.is_prepared():
+        return
+    where = Path(builder.data_dir)
+    copy_it = (f"it needs the network once; without it, copy a prepared {where} from a machine that has one into the "
+               "same place (TFDS keeps its data in $TFDS_DATA_DIR, default ~/tensorflow_datasets)")
+    # tfds.testing.mock_data swaps download_and_prepare for a no-op (the offline tests): nothing to reach then.
+    genuine = type(builder).download_and_prepare.__name__ == "download_and_prepare"
+    if genuine and not _network_reachable():
+        raise ImgclsError(f"data.tfds: cannot download {name}: no network (storage.googleapis.com does not resolve); "
+                          + copy_it)
     try:
-        builder.download_and_prepare()
+        with contextlib.redirect_stdout(sys.stderr):
+            builder.download_and_prepare()
     except Exception as error:  # noqa: BLE001 - any download failure (network, disk, checksum) is the user's to fix
-        where = Path(builder.data_dir)
-        raise ImgclsError(f"data.tfds: could not download and prepare {name} ({first_line(error, 120)}); it needs the "
-                          f"network once; without it, copy a prepared {where} from a machine that has one into the "
-                          "same place (TFDS keeps its data in $TFDS_DATA_DIR, default ~/tensorflow_datasets)") from None
+        reason = re.sub(r"\s+", " ", str(error)).strip()[:200] or type(error).__name__
+        raise ImgclsError(f"data.tfds: could not download and prepare {name} ({type(error).__name__}: {reason}); "
+                          + copy_it) from None
+
+
+def _network_reachable(host: str = "storage.googleapis.com", seconds: float = 5.0) -> bool:
+    """Whether a download can start: TFDS' own mirror's name resolves (behind a proxy, assume it can). Without
+    this, an offline download retries for minutes before it fails."""
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    resolved: list[bool] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            resolved.append(True)
+        except OSError:
+            resolved.append(False)
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(resolved and resolved[0])
 
 
 def _feature_keys(builder, name: str) -> tuple[str, str]:
@@ -175,4 +215,5 @@ def _folder_name(split: str) -> str:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip(" .")
+    """A name as a file name on every system: only what Windows or POSIX forbids is replaced ("colt's foot" stays)."""
+    return re.sub(r'[<>:"/\\|?*\x00-\x1f]+', "_", name).strip(" .")

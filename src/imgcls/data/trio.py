@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgcls.data.folders import class_folders, is_runs_folder, walk_files
+from imgcls.data.folders import class_folders, skipped_folder, walk_files
 from imgcls.data.labels import LabelSource
 from imgcls.errors import ImgclsError
 
@@ -35,20 +35,33 @@ class Trio:
         if "val" not in self.folders:
             line += "; validation images are drawn from train/ (data.validation_split)"
         for folder in self.unlabelled:
+            if not walk_files(folder)[0]:
+                line += f"; {folder.name}/ is empty, so it is left out"
+                continue
+            template = next(iter(sorted(self.root.glob("*sample_submission*.csv"))), None)
+            how = f"--template {template}" if template else "--format kaggle"
             line += (f"; {folder.name}/ has no labels, so it is left out (predict it with: imgcls predict "
-                     f"{folder} --csv submission.csv --format kaggle)")
+                     f"{folder} --csv submission.csv {how})")
         return line
 
 
 def find_trio(root: Path, source: LabelSource) -> Trio | None:
-    """The subsets of `root` when its folders (hidden and runs folders aside) are exactly train plus val and/or test."""
+    """The subsets of `root` when its folders (hidden, junk and runs folders aside) are train, alone or with val
+    and/or test. Other folders beside train and val or test are an error: is the data split or not?"""
     root = Path(root)
     if not root.is_dir():
         return None
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and not is_runs_folder(p)]
+    folders = [p for p in root.iterdir() if p.is_dir() and not skipped_folder(p)]
     roles = {folder: SUBSET_OF_FOLDER.get(folder.name.lower()) for folder in folders}
-    if len(folders) < 2 or None in roles.values() or "train" not in roles.values():
+    if "train" not in roles.values():
         return None
+    others = sorted(folder.name for folder, role in roles.items() if role is None)
+    if others:
+        held_out = sorted(folder.name for folder, role in roles.items() if role in ("val", "test"))
+        if not held_out:
+            return None  # a class called train among others (bus, car, train)
+        raise ImgclsError(f"{root}: holds train/ and {', '.join(held_out)}/, a split data set, beside {', '.join(others)}/; "
+                          "move those out, or point data.dir at the folder to train on")
     by_subset: dict[str, Path] = {}
     for folder in sorted(folders):
         subset = roles[folder]
@@ -61,14 +74,14 @@ def find_trio(root: Path, source: LabelSource) -> Trio | None:
         folder = by_subset.get(subset)
         if folder is None:
             continue
-        if _labelled(folder, source):
+        if _labelled(folder, source, by_subset["train"]):
             trio.folders[subset] = folder
         else:
             trio.unlabelled.append(folder)
     return trio
 
 
-def _labelled(folder: Path, source: LabelSource) -> bool:
+def _labelled(folder: Path, source: LabelSource, train: Path) -> bool:
     if source.from_folders:
         return bool(class_folders(folder))
-    return source.has_labels(folder, walk_files(folder)[0])
+    return source.has_labels(folder, walk_files(folder)[0], train=(train, walk_files(train)[0]))

@@ -83,12 +83,21 @@ def _folder_images(run: Path, data: Any, data_dir: Path, class_names: list[str])
     file: the absolute path training recorded), with the run's classes (bad files are skipped)."""
     from imgcls.data.folders import scan_folder
     from imgcls.data.labels import LabelSource
+    from imgcls.data.trio import find_trio
 
     source = LabelSource.of(data)
     recorded = (layout.read_config(run).get("imgcls") or {}).get("labels_file")
     if source.labels_file is not None and recorded and not Path(source.labels_file).is_file():
         source.labels_file = Path(recorded)
+    trio = find_trio(Path(data_dir), source)
+    if trio is not None:
+        names = ", ".join(f"{folder.name}/" for folder in trio.folders.values())
+        raise ImgclsError(f"--data {data_dir}: it is split into {names}; evaluate one of them, e.g. --data "
+                          f"{next(iter(trio.folders.values()))}")
     scan = scan_folder(Path(data_dir), class_names, key="--data", source=source)
+    if not scan.files:
+        raise ImgclsError(f"--data {data_dir}: no usable labelled images ({len(scan.bad)} bad or unlabelled); "
+                          "give a folder labelled as the run's training data was")
     return Path(data_dir), scan.files, scan.readable, scan.labels
 
 
@@ -205,9 +214,9 @@ def evaluation_report(result: dict[str, Any]) -> list:
     from rich.text import Text
 
     checkpoint = result["checkpoint"]
-    source = f"{result['split']} split of {result['data']}" if result["split"] else result["data"]
+    source = f"the {result['split']} split of {result['data']}" if result["split"] else f"the images of {result['data']}"
     heading = Text.assemble((result["run"], "bold"), f": {checkpoint['file']} (epoch {checkpoint['epoch']}, best "
-                            f"{checkpoint['monitor']}) on the {source}: {result['images']} images, {len(result['classes'])} classes"
+                            f"{checkpoint['monitor']}) on {source}: {result['images']} images, {len(result['classes'])} classes"
                             + (f"; test-time augmentation: each image and its {' and '.join(result['tta'])}"
                                if result.get("tta") else ""))
     figures = Text.assemble("accuracy ", (f"{result['accuracy']:.4f}", "bold"))

@@ -41,10 +41,22 @@ class Template:
         others = [column for column in header if column != id_column]
         if not others:
             raise ImgclsError(f"--template: {path} has only the id column {id_column!r}; it needs a column for the labels")
-        if label_column is None and others and set(others) <= set(class_names):
-            return cls(header, id_column, rows, None, others)
+        if label_column is None and set(others) & set(class_names):
+            return cls(header, id_column, rows, None, _probability_columns(path, others, class_names))
         label_column = _pick(path, header, label_column, others[0], "--label-column")
         return cls(header, id_column, rows, label_column, [])
+
+
+def _probability_columns(path: Path, columns: list[str], class_names: list[str]) -> list[str]:
+    """A column per class, each to get that class's probability: every class, and nothing else."""
+    strangers = [column for column in columns if column not in class_names]
+    missing = [name for name in class_names if name not in columns]
+    if strangers or missing:
+        what = ([f"columns that are not classes of the run ({', '.join(strangers)})"] if strangers else []) \
+            + ([f"no column for the classes {', '.join(missing)}"] if missing else [])
+        raise ImgclsError(f"--template: {path} has a column per class, but {' and '.join(what)}; the run's classes "
+                          f"are {', '.join(class_names)} (or name the one label column with --label-column)")
+    return columns
 
 
 def write_submission(path: Path, predictions: list[Prediction], template: Template | None = None,
@@ -64,6 +76,8 @@ def _ids(predictions: list[Prediction]) -> dict[str, Prediction]:
     by_id: dict[str, Prediction] = {}
     for prediction in predictions:
         image_id = PurePath(prediction.path).stem
+        if image_id in by_id and by_id[image_id].path == prediction.path:
+            continue  # the same file named twice
         if image_id in by_id:
             raise ImgclsError(f"two images have the id {image_id!r} ({by_id[image_id].path}, {prediction.path}); "
                               "a submission needs one image per id: rename or remove one")
@@ -74,8 +88,14 @@ def _ids(predictions: list[Prediction]) -> dict[str, Prediction]:
 def _fill(template: Template, by_id: dict[str, Prediction]) -> list[dict[str, str]]:
     """The template's rows, in order, with the prediction of each id's image; an id without one, or an image
     without an id, is an error."""
+    numbers = {str(int(i)): p for i, p in by_id.items() if i.isdigit()}  # id 7 for 0007.jpg
+
     def image_of(value: str) -> Prediction | None:
-        return by_id.get(value) or by_id.get(PurePath(value).stem)  # ids given with or without the extension
+        for image_id in (value, PurePath(value).stem):  # ids given with or without the extension
+            found = by_id.get(image_id) or (numbers.get(str(int(image_id))) if image_id.isdigit() else None)
+            if found is not None:
+                return found
+        return None
 
     ids = [row[template.id_column].strip() for row in template.rows]
     missing = [i for i in ids if image_of(i) is None]

@@ -75,8 +75,13 @@ def check_same_split(run: Path, split_rows: list[dict[str, str]], force: bool) -
     recorded = {(r["path"], r["class"], r["subset"]) for r in layout.read_split(run)}
     now = {(r["path"], r["class"], r["subset"]) for r in split_rows}
     if recorded != now and not force:
-        raise ImgclsError(f"{run}: the data folder changed since the run started ({len(now - recorded)} images new or moved, "
-                          f"{len(recorded - now)} gone or moved, compared with split.csv); add --force to resume anyway")
+        relabelled = {path for path, _, _ in recorded} & {path for path, _, _ in now - recorded}
+        changes = [f"{len(relabelled)} images changed class or subset"] if relabelled else []
+        added, gone = len(now - recorded) - len(relabelled), len(recorded - now) - len(relabelled)
+        changes += [f"{added} images new or moved"] if added else []
+        changes += [f"{gone} gone or moved"] if gone else []
+        raise ImgclsError(f"{run}: the data changed since the run started ({', '.join(changes)}, compared with "
+                          "split.csv); add --force to resume anyway")
 
 
 def config_differences(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import assert_user_error
 from imgcls.config import Config, load_config
 from imgcls.config.reference import render_defaults
 from imgcls.errors import ImgclsError
@@ -169,3 +170,9 @@ def test_test_split_and_test_dir_exclude_each_other_and_leave_images_to_train():
     assert "data.test_split: not used when data.test_dir is set" in error_of(data={"dir": "x", "test_dir": "y", "test_split": 0.1})
     assert "leaves nothing to train on" in error_of(data={"dir": "x", "validation_split": 0.5, "test_split": 0.5})
     assert load(data={"dir": "x", "split": {"stratify": False}}).data.split.stratify is False
+
+
+def test_a_section_key_written_at_the_top_level_says_which_section_it_belongs_to(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {dir: data}\nlabels: csv\n")
+    assert_user_error(cli("config", config), "labels: unknown key; did you mean data.labels?")

@@ -154,6 +154,12 @@ def _describe(error: dict, prefix: tuple = (), schema: type[BaseModel] = Config)
     if error["type"] == "extra_forbidden":
         parent = ".".join(str(p) for p in loc[:-1])
         fields = list(owner.model_fields) if owner else []
+        if not parent:  # a section's key written at the top level: `labels: csv` for `data: {labels: csv}`
+            homes = [f"{section}.{loc[-1]}" for section, field in Config.model_fields.items()
+                     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+                     and loc[-1] in field.annotation.model_fields]
+            if homes:
+                return f"{path}: unknown key; did you mean {homes[0]}? (a key of the {homes[0].split('.')[0]} section)"
         return f"{path}: unknown key{_suggest(str(loc[-1]), fields, parent + '.' if parent else '')}" + (
             f" (valid keys: {', '.join(fields)})" if fields else ""
         )

@@ -16,6 +16,10 @@ class ImgclsError(Exception):
     """A problem in the user's input, explained in one line."""
 
 
+class ConfigError(ImgclsError):
+    """A config that does not load: a misspelt key, a wrong type, keys that do not go together."""
+
+
 def first_line(exc: BaseException, limit: int = 200, prefer: Iterable[str] = ()) -> str:
     """One line of an exception's message for a one-line error: the first that mentions a `prefer`
     word (converters bury the telling line under pages of context), else the first; the type name

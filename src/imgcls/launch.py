@@ -19,10 +19,11 @@ from imgcls.errors import ImgclsError
 ENDED = {"finished": "finished", "stopped_early": "stopped early", "time_limit": "stopped at its time limit"}
 
 
-def launch_training(config: Path | str | None = None, overrides: list[str] = (), *, runs_dir: Path | str = "runs",
+def launch_training(config: Path | str | dict | Any = None, overrides: list[str] = (), *, runs_dir: Path | str = "runs",
                     name: str | None = None, resume: bool = False, force: bool = False, callbacks: list = (),
                     log: Callable | None = None, command: str = "") -> tuple[Path, dict[str, Any]] | None:
-    """Train `config` with `--set` style `overrides`, or resume the run `config` names (default runs_dir/latest).
+    """Train `config` (a YAML file, a dict as the YAML would be, or a `Config`) with `--set` style `overrides`,
+    or resume the run `config` names (default runs_dir/latest).
 
     Returns the run folder and its metrics.json, or None when the run to
     resume had already ended (the log says so). `callbacks`: Keras callbacks
@@ -48,8 +49,13 @@ def launch_training(config: Path | str | None = None, overrides: list[str] = (),
 
         if config is None:
             raise ImgclsError("give a config file, e.g. imgcls train configs/digits.yaml (or --resume to continue a run)")
-        cfg = load_config(config, list(overrides))
-        run_name = check_run_name(name or Path(config).stem)
+        if isinstance(config, (str, Path)):
+            cfg, default_name = load_config(config, list(overrides)), Path(config).stem
+        else:
+            raw = config if isinstance(config, dict) else config.to_dict()
+            cfg = load_config(raw=raw, overrides=list(overrides))
+            default_name = Path(str(cfg.data.dir)).resolve().name if cfg.data.dir else cfg.data.tfds.replace("/", "-")
+        run_name = check_run_name(name or default_name)
         plan, resume_run = plan_data(cfg), None
     # The data report comes before TensorFlow's slow import, so data surprises show at once.
     print_report(plan, log, skipped_file=f"{SKIPPED} in the run folder")

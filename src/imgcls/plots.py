@@ -13,6 +13,7 @@ backend, so this works without a display and without TensorFlow.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from imgcls.files import atomic_file
 def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: works without a display
+    if "ipykernel" not in sys.modules:  # in Jupyter, keep its inline backend: figures show in the notebook
+        matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
 
     return plt

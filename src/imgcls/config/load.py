@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from imgcls.config.schedules import SCHEDULE_NAMES, CosineDecay, ExponentialDecay, NoSchedule, PiecewiseConstant
 from imgcls.config.schema import LOSS_FOR_LABEL_MODE, Config, ModelConfig
-from imgcls.errors import ImgclsError, did_you_mean, first_line
+from imgcls.errors import ConfigError, ImgclsError, did_you_mean, first_line
 from imgcls.files import load_yaml
 
 
@@ -84,7 +84,16 @@ def _excerpt(value: Any, limit: int = 80) -> str:
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: dict | None = None) -> Config:
-    """Read, override and validate a config; raise ImgclsError listing every problem."""
+    """Read, override and validate a config; raise ConfigError (an ImgclsError) listing every problem."""
+    try:
+        return _load(path, overrides, raw)
+    except ConfigError:
+        raise
+    except ImgclsError as error:  # the file itself (missing, not YAML) or an --set: a config problem all the same
+        raise ConfigError(str(error)) from None
+
+
+def _load(path: Path | str | None, overrides: list[str], raw: dict | None) -> Config:
     raw = dict(raw) if raw is not None else read_yaml(Path(path))
     raw.pop("imgcls", None)  # versions and resolved values a run's config.yaml records; not settings
     raw = apply_overrides(raw, list(overrides))
@@ -94,10 +103,10 @@ def load_config(path: Path | str | None = None, overrides: list[str] = (), raw: 
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ImgclsError(source + "; ".join(_describe_all(exc.errors()))) from None
+        raise ConfigError(source + "; ".join(_describe_all(exc.errors()))) from None
     problems = _validate_model_options(config) + _check_combinations(config)
     if problems:
-        raise ImgclsError(source + "; ".join(problems))
+        raise ConfigError(source + "; ".join(problems))
     return config
 
 

@@ -220,7 +220,7 @@ def _fit_phases(session: Session, run_callbacks: RunCallbacks, resumed: bool) ->
         # best weights) happens as in an uninterrupted run. shuffle=False: the dataset reshuffles every epoch.
         session.model.fit(train_ds, validation_data=session.datasets.val, epochs=phase.last_epoch,
                           initial_epoch=initial_epoch, steps_per_epoch=session.steps_per_epoch,
-                          class_weight=session.plan.class_weight, shuffle=False, verbose=1 if sys.stderr.isatty() else 2,
+                          class_weight=session.plan.class_weight, shuffle=False, verbose=1 if _live_display() else 2,
                           callbacks=with_ema(run_callbacks.all, config, resumed=resumed and index == current))
 
 
@@ -271,6 +271,11 @@ def _report(run: Path, config: Config, metrics: dict[str, Any], log: Callable) -
         log(f"\ninterrupted after training, which is {metrics['status'].replace('_', ' ')} and saved; the plot and "
             f"evaluation were not finished: imgcls plot {run} && imgcls evaluate {run}")
         raise
+
+
+def _live_display() -> bool:
+    """Keras' progress bar, redrawn in place, on a terminal and in Jupyter; a line per epoch in a log file."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _give_signals_back(session: Session) -> None:

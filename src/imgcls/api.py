@@ -1,0 +1,253 @@
+"""imgcls from Python: what the commands do, as calls a notebook makes.
+
+    import imgcls
+    run = imgcls.train("configs/digits.yaml", epochs=3)          # or a dict, or a Config; any key as "data.batch_size"
+    run.history, run.metrics, run.plot()                         # per-epoch rows, metrics.json, a matplotlib Figure
+    run.predict(["a.jpg", "folder/"], top_k=3)                   # the rows of `imgcls predict --json`
+    run.evaluate(split="val")                                    # eval.json, as `imgcls evaluate --json`
+    run.export("tflite", quantize="int8")                        # the export folder
+    imgcls.load_run("runs/latest"); imgcls.runs("runs")
+
+Every call goes through the same code as the command line (the CLI is a thin
+layer over the same functions), so the validation, the files a run writes and
+the numbers are the same. A user error raises `ImgclsError` (a config's:
+`ConfigError`) with the same one line the CLI prints. Nothing here imports
+TensorFlow until a call needs it, so `import imgcls` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgcls.errors import ImgclsError
+
+# Keywords for the overrides people set most; any other key goes in as a dotted keyword: **{"data.seed": 7}.
+COMMON_KEYS = {"epochs": "train.epochs", "batch_size": "data.batch_size", "image_size": "data.image_size",
+               "learning_rate": "train.learning_rate"}
+
+
+def train(config: str | Path | dict | Any = None, *, epochs: int | None = None, batch_size: int | None = None,
+          image_size: int | list[int] | None = None, learning_rate: float | None = None, runs_dir: str | Path = "runs",
+          name: str | None = None, resume: bool = False, force: bool = False, callbacks: list = (),
+          **overrides: Any) -> Run:
+    """Train a config (a YAML path, a dict as the YAML would be, or a `Config`) into a new run folder; return the Run.
+
+    `resume=True` continues the run `config` names (default runs_dir/latest),
+    as `imgcls train --resume`. An interrupt (Ctrl-C, the kernel's stop
+    button) ends the run cleanly: the Run comes back with status
+    "interrupted", its files kept, ready to `resume`.
+    """
+    from imgcls.launch import launch_training
+
+    common = {COMMON_KEYS[key]: value for key, value in
+              {"epochs": epochs, "batch_size": batch_size, "image_size": image_size, "learning_rate": learning_rate}.items()
+              if value is not None}
+    settings = [f"{key}={json.dumps(_plain(value))}" for key, value in {**common, **overrides}.items()]
+    result = launch_training(config, settings, runs_dir=runs_dir, name=name,
+                             resume=resume, force=force, callbacks=list(callbacks), command="imgcls.train(...)")
+    if result is None:  # resume: the run had already ended; the log said so
+        from imgcls.run.layout import resolve_run
+
+        return Run(resolve_run(config if isinstance(config, (str, Path)) else None, runs_dir))
+    return Run(result[0])
+
+
+def load_run(path: str | Path = "runs/latest", runs_dir: str | Path = "runs") -> Run:
+    """A finished, stopped or interrupted run folder (or `runs/latest`), to read, plot, predict, evaluate or export."""
+    from imgcls.run.layout import resolve_run
+
+    return Run(resolve_run(Path(path), runs_dir))
+
+
+def runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
+    """Every run in `runs_dir`, newest last: the rows of `imgcls runs --json`."""
+    from imgcls.run.status import describe_runs
+
+    return describe_runs(Path(runs_dir))
+
+
+@dataclass
+class Run:
+    """A run folder and what can be done with it."""
+
+    path: Path
+    _model: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def __repr__(self) -> str:
+        best = self.best
+        shown = f", best val_accuracy {best['val_accuracy']:.4f} (epoch {int(best['epoch'])})" \
+            if best and "val_accuracy" in best else ""
+        return f"Run('{self.path}', {self.status}{shown})"
+
+    # ------------------------------------------------------------------ what the run wrote
+
+    @property
+    def status(self) -> str:
+        """running | finished | stopped_early | time_limit | interrupted | failed | died."""
+        from imgcls.run.status import run_status
+
+        return run_status(self.path)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One dict per completed epoch: the rows of history.csv."""
+        from imgcls.run import layout
+
+        return layout.read_history(self.path) if (self.path / layout.HISTORY_CSV).is_file() else []
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """metrics.json (None while the run trains)."""
+        from imgcls.run.layout import read_metrics
+
+        return read_metrics(self.path)
+
+    @property
+    def best(self) -> dict[str, float] | None:
+        """The history row of the epoch best.keras holds."""
+        from imgcls.run.status import best_epoch
+
+        return best_epoch(self.path)
+
+    @property
+    def classes(self) -> list[str]:
+        from imgcls.run.layout import read_classes
+
+        return read_classes(self.path)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config.yaml, as a dict."""
+        from imgcls.run.layout import read_config
+
+        return read_config(self.path)
+
+    @property
+    def model(self):
+        """The keras.Model of best.keras (loaded once, in safe mode)."""
+        if self._model is None:
+            from imgcls.infer.predict import load_model
+            from imgcls.runtime import import_tensorflow
+
+            import_tensorflow()
+            self._model = load_model(self.path)
+        return self._model
+
+    # ------------------------------------------------------------------ what the commands do
+
+    def plot(self):
+        """Accuracy, loss and learning rate per epoch, best epoch marked: a matplotlib Figure (shows inline in
+        Jupyter; `.savefig("curves.png")` elsewhere)."""
+        import matplotlib.pyplot as plt
+
+        from imgcls.plots import history_figure
+
+        figure = history_figure([self.path])
+        plt.close(figure)  # shown once, as the call's value, not again by pyplot at the end of the cell
+        return figure
+
+    def predict(self, images: Any, top_k: int = 1, tta: bool = False) -> list[dict[str, Any]]:
+        """Predictions for image files and folders (searched recursively), numpy arrays (H x W x C, or a batch
+        of them, 0-255) or PIL images: the rows of `imgcls predict --json` (path, label, confidence, top_k)."""
+        from imgcls.infer.predict import collect_images, predict_images
+        from imgcls.runtime import import_tensorflow
+
+        with tempfile.TemporaryDirectory(prefix="imgcls-predict-") as scratch:
+            paths, names = _as_files(images, Path(scratch))
+            found = collect_images(paths)
+            import_tensorflow()
+            predictions = predict_images(self.path, found, top_k=top_k, tta=tta)
+        rows = [p.to_dict() for p in predictions]
+        for row in rows:
+            row["path"] = names.get(row["path"], row["path"])
+        return rows
+
+    def evaluate(self, split: str = "val", data: str | Path | None = None, tta: bool = False) -> dict[str, Any]:
+        """Accuracy, top-k, loss, per-class figures and confusion matrix of best.keras on the run's `split`
+        (val or test) or any labelled folder `data`; writes eval.json and the plots, as `imgcls evaluate`."""
+        from imgcls.infer.evaluate import compute_evaluation, write_evaluation
+        from imgcls.runtime import import_tensorflow
+
+        import_tensorflow()
+        evaluation = compute_evaluation(self.path, split, Path(data) if data is not None else None, tta=tta)
+        write_evaluation(evaluation)
+        return evaluation.result
+
+    def export(self, format: str = "savedmodel", quantize: str = "none", out: str | Path | None = None) -> Path:
+        """Export best.keras (savedmodel | tflite | keras; quantize none | dynamic | float16 | int8), checked against
+        it on validation images; returns the export folder, as `imgcls export`."""
+        from imgcls.infer.export import default_target, export_run
+        from imgcls.runtime import import_tensorflow
+
+        import_tensorflow()
+        target = Path(out) if out is not None else default_target(self.path, format, quantize)
+        export_run(self.path, format, quantize, target, log=lambda message: None)
+        return target
+
+
+def _plain(value: Any) -> Any:
+    """A value as YAML can write it: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _as_files(images: Any, scratch: Path) -> tuple[list[Path], dict[str, str]]:
+    """Paths for `images`: paths as they are; arrays and PIL images written as PNG (lossless), so they take the
+    one preprocessing path files take. Also {written file: the name to report, e.g. "array[0]"}."""
+    items = images if isinstance(images, (list, tuple)) else [images]
+    paths, names = [], {}
+    for i, item in enumerate(_unbatched(items)):
+        if isinstance(item, (str, Path)):
+            paths.append(Path(item))
+            continue
+        image, what = _as_pil(item, i)
+        path = scratch / f"{i:06d}.png"
+        image.save(path)
+        paths.append(path)
+        names[str(path)] = what
+    return paths, names
+
+
+def _unbatched(items: list) -> list:
+    import numpy as np
+
+    flat = []
+    for item in items:
+        if isinstance(item, np.ndarray) and item.ndim == 4:
+            flat += list(item)
+        else:
+            flat.append(item)
+    return flat
+
+
+def _as_pil(item: Any, index: int):
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return item, f"image[{index}]"
+    array = np.asarray(item)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImgclsError(f"images[{index}]: an array of shape {array.shape} is not an image; give H x W, H x W x 3 "
+                          "(or 1, or 4) values 0-255, or a batch N x H x W x C")
+    if array.dtype != np.uint8:
+        if array.size and np.issubdtype(array.dtype, np.floating) and 0 <= array.min() and array.max() <= 1:
+            raise ImgclsError(f"images[{index}]: float values 0 to 1; give raw pixels 0-255 (multiply by 255): the "
+                              "model scales them itself, as in training")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ImgclsError(f"images[{index}]: values {array.min():g} to {array.max():g}; give raw pixels 0-255 "
+                              "(the model scales them itself)")
+        array = np.round(array).astype(np.uint8)
+    return Image.fromarray(array), f"array[{index}]"

@@ -9,7 +9,7 @@ from conftest import write_config
 
 from imgcls import files
 from imgcls.run.layout import read_history
-from imgcls.train.phases import Phase
+from imgcls.training.phases import Phase
 
 
 def _cosine(total_steps: int, warmup_steps: int = 10, peak: float = 1e-3):
@@ -20,7 +20,7 @@ def _cosine(total_steps: int, warmup_steps: int = 10, peak: float = 1e-3):
 
 
 def test_a_fitted_schedule_is_the_cosine_built_for_the_planned_length():
-    from imgcls.train.budget import FittedSchedule
+    from imgcls.training.budget import FittedSchedule
 
     fitted = FittedSchedule(_cosine(1000), warmup_steps=10, total_steps=1000)
     fitted.fit_to(200)
@@ -36,7 +36,7 @@ def test_a_fitted_schedule_is_the_cosine_built_for_the_planned_length():
 
 
 def test_planned_epochs_follow_the_measured_pace():
-    from imgcls.train.budget import plan_epochs
+    from imgcls.training.budget import plan_epochs
 
     assert plan_epochs(done=1, cap=1000, seconds_left=100, epoch_seconds=[10.0]) == 11
     # The first epoch traces the model and fills the cache: once there are others, the steady pace counts.
@@ -63,7 +63,7 @@ class FakeModel:
 
 def _budgeted(minutes, phases, steps_per_epoch=10, lines=None):
     """A TimeBudget on a fake clock, its model's schedule a cosine laid over the first phase's cap."""
-    from imgcls.train.budget import FittedSchedule, TimeBudget
+    from imgcls.training.budget import FittedSchedule, TimeBudget
 
     clock = FakeClock()
     budget = TimeBudget(minutes, phases, steps_per_epoch, log=(lines if lines is not None else []).append, clock=clock)
@@ -107,7 +107,7 @@ def test_a_budget_says_when_the_schedule_keeps_its_own_periods():
     """An exponential decay is a rate, not a run length: the budget still ends training, but says the rate is not moved."""
     import keras
 
-    from imgcls.train.budget import TimeBudget
+    from imgcls.training.budget import TimeBudget
 
     clock, lines = FakeClock(), []
     budget = TimeBudget(1, [Phase("all layers", None, 0, 1000, "all")], 10, log=lines.append, clock=clock)
@@ -152,7 +152,7 @@ def test_a_resumed_run_keeps_its_plan_through_its_first_slow_epoch():
 
 
 def test_phases_are_laid_out_again_from_a_backups_plan():
-    from imgcls.train.budget import relay_phases
+    from imgcls.training.budget import relay_phases
 
     phases = [Phase("head", None, 0, 1000, "none"), Phase("fine-tuning", None, 1000, 1010, "all")]
     relay_phases(phases, [7])
@@ -169,7 +169,7 @@ def ten_seconds_an_epoch(monkeypatch):
     import keras
 
     clock = FakeClock()
-    monkeypatch.setattr("imgcls.train.budget._now", clock)
+    monkeypatch.setattr("imgcls.training.budget._now", clock)
 
     class TenSecondEpochs(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

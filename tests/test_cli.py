@@ -129,7 +129,7 @@ def test_a_real_ctrl_c_mid_training_keeps_completed_epochs_and_exits_130(tmp_pat
 
 def checkpoints_saved(run) -> int:
     """The epoch of the run's backup (what --resume continues after)."""
-    from imgcls.train.checkpoints import backup_epoch
+    from imgcls.training.checkpoints import backup_epoch
 
     return backup_epoch(run)
 

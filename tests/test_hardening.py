@@ -346,7 +346,7 @@ def test_a_diverging_run_fails_at_once_and_keeps_no_nan_model(cli, tmp_path, tin
 @pytest.mark.parametrize("loss, diverged", [(2.3, False), (16.0, False), (float("nan"), True), (float("inf"), True),
                                             (5.9e20, True)])  # the last: lr 1e6, finite but exploded
 def test_a_loss_that_is_nan_infinite_or_exploded_stops_training(loss, diverged):
-    from imgcls.train.callbacks import StopOnNonFiniteLoss
+    from imgcls.training.callbacks import StopOnNonFiniteLoss
 
     class Model:
         stop_training = False

@@ -11,13 +11,13 @@ import keras
 import pytest
 
 PRIVATE_NAMES = [
-    # imgcls.train.checkpoints.BestModelCheckpoint: overrides the save, keeps Keras' decision of when
+    # imgcls.training.checkpoints.BestModelCheckpoint: overrides the save, keeps Keras' decision of when
     (keras.callbacks.ModelCheckpoint, "_save_model", "train/checkpoints.py"),
     (keras.callbacks.ModelCheckpoint, "_should_save_model", "train/checkpoints.py"),
-    # imgcls.train.callbacks.with_ema / KeepEMAOnStop: EMA weights in the model after an early stop, and after a resume
+    # imgcls.training.callbacks.with_ema / KeepEMAOnStop: EMA weights in the model after an early stop, and after a resume
     (keras.callbacks.SwapEMAWeights(swap_on_epoch=True), "_ema_weights_in_model", "train/callbacks.py"),
     (keras.callbacks.SwapEMAWeights, "_finalize_ema_values", "train/callbacks.py"),
-    # imgcls.train.distribute: the multi-worker workarounds
+    # imgcls.training.distribute: the multi-worker workarounds
     (keras.Model, "_symbolic_build", "train/distribute.py"),
     (keras.Model, "_maybe_symbolic_build", "train/distribute.py"),
 ]

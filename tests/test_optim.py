@@ -7,7 +7,7 @@ import pytest
 
 from imgcls.config import load_config
 from imgcls.models import build_loss
-from imgcls.train.optim import build_optimizer, current_learning_rate, resolve_schedule
+from imgcls.training.optim import build_optimizer, current_learning_rate, resolve_schedule
 
 
 def train_config(**train):

@@ -78,7 +78,7 @@ def tiny_compiled_model(policy: str):
 
 def test_a_mixed_float16_backup_keeps_the_loss_scale(tmp_path):
     """mixed_float16 trains through a LossScaleOptimizer; resuming must not reset its dynamic loss scale."""
-    from imgcls.train import checkpoints
+    from imgcls.training import checkpoints
 
     trained_model = tiny_compiled_model("mixed_float16")
     trained_model.fit(np.ones((8, 4)), np.zeros(8), epochs=3, verbose=0)
@@ -95,7 +95,7 @@ def test_a_mixed_float16_backup_keeps_the_loss_scale(tmp_path):
 @pytest.mark.parametrize("saved, resumed", [("mixed_float16", "float32"), ("mixed_bfloat16", "mixed_float16")])
 def test_a_resume_that_changes_to_or_from_mixed_float16_is_refused_not_restarted(tmp_path, saved, resumed):
     """Keras would skip the optimizer state with a warning: the schedule would restart at step 0 (a --force resume)."""
-    from imgcls.train import checkpoints
+    from imgcls.training import checkpoints
     from imgcls.errors import ImgclsError
 
     trained_model = tiny_compiled_model(saved)

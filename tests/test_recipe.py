@@ -51,8 +51,8 @@ def test_grayscale_images_stay_one_channel_through_strong_augmentation(tiny_data
 
 def _fit_tiny(ema: bool, stop_after_first_epoch: bool, checkpoint):
     """A Dense model fitted on random data for 3 planned epochs; returns (initial weights, weights after fit)."""
-    from imgcls.train.callbacks import with_ema
-    from imgcls.train.optim import build_optimizer
+    from imgcls.training.callbacks import with_ema
+    from imgcls.training.optim import build_optimizer
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")

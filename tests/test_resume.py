@@ -425,7 +425,7 @@ def test_two_workers_train_one_run_together_and_only_the_chief_writes_it(tmp_pat
 
 def test_global_batch_and_linear_learning_rate_scaling_follow_the_replicas():
     from imgcls.config import load_config
-    from imgcls.train.optim import resolve_schedule
+    from imgcls.training.optim import resolve_schedule
 
     config = load_config(raw={"data": {"dir": "d"}, "train": {"learning_rate": 0.01, "scale_learning_rate": "linear"}})
     assert resolve_schedule(config.train, 10, replicas=4)["learning_rate"] == pytest.approx(0.04)

@@ -9,8 +9,8 @@ The Python API (docs/python.md), the same as the commands:
 `import imgcls` does not import TensorFlow; the first call that needs it does.
 """
 
-from imgcls.api import Run, load_run, runs, train
+from imgcls.api import Run, load_run, predict, runs, train
 from imgcls.errors import ConfigError, ImgclsError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "ImgclsError", "Run", "__version__", "load_run", "runs", "train"]
+__all__ = ["ConfigError", "ImgclsError", "Run", "__version__", "load_run", "predict", "runs", "train"]

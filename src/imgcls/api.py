@@ -56,11 +56,14 @@ def train(config: str | Path | dict | Any = None, *, epochs: int | None = None, 
     return Run(result[0])
 
 
-def load_run(path: str | Path = "runs/latest", runs_dir: str | Path = "runs") -> Run:
-    """A finished, stopped or interrupted run folder (or `runs/latest`), to read, plot, predict, evaluate or export."""
+def load_run(path: str | Path | None = None, runs_dir: str | Path = "runs") -> Run:
+    """A finished, stopped or interrupted run (default runs_dir/latest; a name is looked up in runs_dir too),
+    to read, plot, predict, evaluate or export."""
     from imgcls.run.layout import resolve_run
 
-    return Run(resolve_run(Path(path), runs_dir))
+    if path is not None and not Path(path).exists() and (Path(runs_dir) / path).exists():
+        path = Path(runs_dir) / path
+    return Run(resolve_run(path, runs_dir))
 
 
 def runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
@@ -156,18 +159,7 @@ class Run:
     def predict(self, images: Any, top_k: int = 1, tta: bool = False) -> list[dict[str, Any]]:
         """Predictions for image files and folders (searched recursively), numpy arrays (H x W x C, or a batch
         of them, 0-255) or PIL images: the rows of `imgcls predict --json` (path, label, confidence, top_k)."""
-        from imgcls.infer.predict import collect_images, predict_images
-        from imgcls.runtime import import_tensorflow
-
-        with tempfile.TemporaryDirectory(prefix="imgcls-predict-") as scratch:
-            paths, names = _as_files(images, Path(scratch))
-            found = collect_images(paths)
-            import_tensorflow()
-            predictions = predict_images(self.path, found, top_k=top_k, tta=tta)
-        rows = [p.to_dict() for p in predictions]
-        for row in rows:
-            row["path"] = names.get(row["path"], row["path"])
-        return rows
+        return _predict(self.path, images, top_k, tta)
 
     def evaluate(self, split: str = "val", data: str | Path | None = None, tta: bool = False) -> dict[str, Any]:
         """Accuracy, top-k, loss, per-class figures and confusion matrix of best.keras on the run's `split`
@@ -190,6 +182,39 @@ class Run:
         target = Path(out) if out is not None else default_target(self.path, format, quantize)
         export_run(self.path, format, quantize, target, log=lambda message: None)
         return target
+
+
+def predict(images: Any, model: str | Path, top_k: int = 1) -> list[dict[str, Any]]:
+    """Predictions with an exported model (the folder `Run.export` returns, or its .keras, SavedModel or .tflite
+    with labels.txt beside it), as `imgcls predict --model`: the same rows as `Run.predict`."""
+    from imgcls.infer.classifier import Classifier
+    from imgcls.runtime import import_tensorflow
+
+    import_tensorflow()
+    return _predict(Classifier.from_path(_model_file(Path(model))), images, top_k, False)
+
+
+def _model_file(path: Path) -> Path:
+    """An export folder's model (export.json names it), or the path as given."""
+    info = path / "export.json"
+    if path.is_dir() and info.is_file():
+        return path / json.loads(info.read_text(encoding="utf-8"))["model"]
+    return path
+
+
+def _predict(source: Any, images: Any, top_k: int, tta: bool) -> list[dict[str, Any]]:
+    from imgcls.infer.predict import collect_images, predict_images
+    from imgcls.runtime import import_tensorflow
+
+    with tempfile.TemporaryDirectory(prefix="imgcls-predict-") as scratch:
+        paths, names = _as_files(images, Path(scratch))
+        found = collect_images(paths)
+        import_tensorflow()
+        predictions = predict_images(source, found, top_k=top_k, tta=tta)
+    rows = [p.to_dict() for p in predictions]
+    for row in rows:
+        row["path"] = names.get(row["path"], row["path"])
+    return rows
 
 
 def _plain(value: Any) -> Any:

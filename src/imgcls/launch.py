@@ -4,7 +4,7 @@
     run, metrics = launch_training(resume=True, runs_dir="runs")          # continue runs/latest
 
 Everything up to the data report is instant and imports no TensorFlow, so a
-typo in the config or a broken data folder answers at once; `imgcls.train`
+typo in the config or a broken data folder answers at once; `imgcls.training`
 (and TensorFlow) is imported only after that.
 """
 
@@ -60,7 +60,7 @@ def launch_training(config: Path | str | dict | Any = None, overrides: list[str]
     # The data report comes before TensorFlow's slow import, so data surprises show at once.
     print_report(plan, log, skipped_file=f"{SKIPPED} in the run folder")
 
-    from imgcls.train import train
+    from imgcls.training import train
 
     return train(cfg, runs_dir, run_name, plan=plan, resume=resume_run, callbacks=list(callbacks), log=log, command=command)
 

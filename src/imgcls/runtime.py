@@ -60,7 +60,7 @@ def import_tensorflow_quietly():
     """TensorFlow without its C++ start-up noise (see `quiet_native_stderr`); devices untouched.
 
     Importing does not set up devices, so `import_tensorflow(device)` may still
-    follow; `imgcls.train` imports this way so its modules can subclass Keras.
+    follow; `imgcls.training` imports this way so its modules can subclass Keras.
     """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
@@ -69,6 +69,7 @@ def import_tensorflow_quietly():
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")  # the first device query logs cuInit failures
+    tf.get_logger().setLevel("ERROR")  # "Assets written to", retracing notes: noise in a terminal or a notebook
     return tf
 
 

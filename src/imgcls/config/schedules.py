@@ -1,7 +1,7 @@
 """train.schedule: the learning-rate schedules a config can name, each with its periods in steps or in epochs.
 
 Epochs are converted to optimizer steps with the real steps per epoch
-(`imgcls.train.optim.resolve_schedule`).
+(`imgcls.training.optim.resolve_schedule`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 The backbone is one nested Keras model (`find_backbone`), so training can
 freeze it for the first phase of transfer learning and unfreeze it (all, or
-its top N layers) for fine-tuning (see `imgcls.train.phases`). The head is
+its top N layers) for fine-tuning (see `imgcls.training.phases`). The head is
 global average pooling and dropout; `build_model` adds the output layer.
 
 Each backbone was trained on its own input normalisation, so this builder

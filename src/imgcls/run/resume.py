@@ -1,6 +1,6 @@
 """`imgcls train --resume [RUN]`: may this run continue, and with which config?
 
-A run continues from its newest backup (`imgcls.train.checkpoints`) with the
+A run continues from its newest backup (`imgcls.training.checkpoints`) with the
 config it recorded. Anything that would make the continuation a different
 experiment is refused unless --force: a `--set` that changes a key, or a data
 folder whose split no longer matches split.csv. A run that ended (finished,
@@ -8,7 +8,7 @@ stopped early, at its time limit) has nothing to resume: its backup was
 deleted when it ended. No TensorFlow here: these answers are instant.
 
 The training side (restoring the backup into the model) is
-`imgcls.train.checkpoints.restore_state`.
+`imgcls.training.checkpoints.restore_state`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from imgcls.files import write_csv, write_json, write_yaml
 from imgcls.run import layout
 from imgcls.run.provenance import data_git_commit, versions
 from imgcls.run.status import best_row
-from imgcls.train.callbacks import HistoryWriter
-from imgcls.train.session import Session
+from imgcls.training.callbacks import HistoryWriter
+from imgcls.training.session import Session
 
 
 def write_run_start(session: Session) -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from imgcls.config import Config, TrainConfig
 from imgcls.models import build_loss
 from imgcls.models.backbone import set_backbone_trainable
-from imgcls.train.optim import build_metrics, build_optimizer, fine_tune_train_config, resolve_schedule
-from imgcls.train.session import Session
+from imgcls.training.optim import build_metrics, build_optimizer, fine_tune_train_config, resolve_schedule
+from imgcls.training.session import Session
 
 
 @dataclass

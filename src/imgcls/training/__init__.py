@@ -18,6 +18,6 @@ from imgcls.runtime import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
-from imgcls.train.trainer import train  # noqa: E402
+from imgcls.training.trainer import train  # noqa: E402
 
 __all__ = ["train"]

@@ -2,10 +2,10 @@
 
     HistoryWriter          history.csv after every epoch (with `lr` and `seconds`), steady-state images/s
     StopOnNonFiniteLoss    stops at the first NaN, infinite or exploded loss (the run fails)
-    BestModelCheckpoint    best.keras (imgcls.train.checkpoints)
+    BestModelCheckpoint    best.keras (imgcls.training.checkpoints)
     EarlyStopping, ReduceLROnPlateau, TensorBoard   Keras' own, when the config enables them
-    TimeBudget             train.time_limit_minutes: plans the epochs that fit, fits the schedule, stops (imgcls.train.budget)
-    EpochBackup            the per-epoch backup (imgcls.train.checkpoints): after the callbacks whose state it keeps
+    TimeBudget             train.time_limit_minutes: plans the epochs that fit, fits the schedule, stops (imgcls.training.budget)
+    EpochBackup            the per-epoch backup (imgcls.training.checkpoints): after the callbacks whose state it keeps
     StopOnSignal           Ctrl-C or SIGTERM (noted by the trainer's handler), acted on at the next batch
     the caller's callbacks `train(..., callbacks=[...])`: last, so one that stops training sees the epoch saved
 
@@ -30,9 +30,9 @@ from imgcls.config import Config, monitor_mode
 from imgcls.files import write_csv
 from imgcls.run import layout
 from imgcls.run.status import loss_diverged
-from imgcls.train.budget import TimeBudget
-from imgcls.train.checkpoints import BestModelCheckpoint, EpochBackup, is_stateful
-from imgcls.train.optim import current_learning_rate
+from imgcls.training.budget import TimeBudget
+from imgcls.training.checkpoints import BestModelCheckpoint, EpochBackup, is_stateful
+from imgcls.training.optim import current_learning_rate
 
 
 class HistoryWriter(keras.callbacks.Callback):

@@ -78,8 +78,8 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int, replicas: int = 1)
 
     resolved = resolve_schedule(train, steps_per_epoch, replicas)
     learning_rate = build_learning_rate(resolved)
-    if follows_budget(resolved, train):  # imgcls.train.budget moves its end to the epochs that fit
-        from imgcls.train.budget import FittedSchedule
+    if follows_budget(resolved, train):  # imgcls.training.budget moves its end to the epochs that fit
+        from imgcls.training.budget import FittedSchedule
 
         learning_rate = FittedSchedule(learning_rate, resolved["warmup_steps"], train.epochs * steps_per_epoch)
     common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": train.clipnorm,

@@ -23,10 +23,10 @@ class Session:
     first_epoch: int = 0  # epochs already done (a resumed run's backup)
     datasets: Datasets | None = None
     steps_per_epoch: int = 0
-    phases: list = field(default_factory=list)  # imgcls.train.phases.Phase, one or two
+    phases: list = field(default_factory=list)  # imgcls.training.phases.Phase, one or two
     model: Any = None  # the keras.Model being trained
     run: Path | None = None  # the run folder (a scratch folder on a multi-worker run's other workers)
-    budget: Any = None  # imgcls.train.budget.TimeBudget, with train.time_limit_minutes
+    budget: Any = None  # imgcls.training.budget.TimeBudget, with train.time_limit_minutes
     signals_before: dict = field(default_factory=dict)  # Ctrl-C's and SIGTERM's handlers before training
 
     @property

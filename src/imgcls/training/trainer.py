@@ -36,13 +36,13 @@ from imgcls.models import build_model
 from imgcls.run import layout
 from imgcls.run.resume import history_until, resume_command
 from imgcls.runtime import setup_runtime
-from imgcls.train import checkpoints
-from imgcls.train.budget import TimeBudget, relay_phases
-from imgcls.train.callbacks import HistoryWriter, RunCallbacks, StopOnSignal, build_callbacks, with_ema
-from imgcls.train.distribute import work_around_multi_worker_bugs
-from imgcls.train.phases import phase_continuing_after, phases_for, prepare_phase
-from imgcls.train.record import checkpoint_bytes, record_resume, write_metrics, write_run_start
-from imgcls.train.session import Session
+from imgcls.training import checkpoints
+from imgcls.training.budget import TimeBudget, relay_phases
+from imgcls.training.callbacks import HistoryWriter, RunCallbacks, StopOnSignal, build_callbacks, with_ema
+from imgcls.training.distribute import work_around_multi_worker_bugs
+from imgcls.training.phases import phase_continuing_after, phases_for, prepare_phase
+from imgcls.training.record import checkpoint_bytes, record_resume, write_metrics, write_run_start
+from imgcls.training.session import Session
 
 
 def train(config: Config, runs_dir: Path | str = "runs", name: str | None = None, *, plan: DataPlan | None = None,

@@ -18,6 +18,7 @@ TensorFlow until a call needs it, so `import imgcls` stays instant.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,9 @@ def _predict(source: Any, images: Any, top_k: int, tta: bool) -> list[dict[str, 
 
     with tempfile.TemporaryDirectory(prefix="imgcls-predict-") as scratch:
         paths, names = _as_files(images, Path(scratch))
-        found = collect_images(paths)
+        found = collect_images(paths, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+        if not found:
+            return []
         import_tensorflow()
         predictions = predict_images(source, found, top_k=top_k, tta=tta)
     rows = [p.to_dict() for p in predictions]

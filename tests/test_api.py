@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,11 +32,31 @@ def test_a_config_typo_raises_config_error_with_the_clis_line(tmp_path):
         imgcls.train({"data": {"dir": str(tmp_path)}}, batch_size=0)
 
 
-def test_an_image_array_must_hold_raw_pixels(tmp_path):
-    with pytest.raises(imgcls.ImgclsError, match="float values 0 to 1; give raw pixels 0-255"):
-        imgcls.Run(tmp_path).predict(np.full((8, 8, 3), 0.5))
-    with pytest.raises(imgcls.ImgclsError, match=r"shape \(8, 8, 2\) is not an image"):
-        imgcls.Run(tmp_path).predict(np.zeros((8, 8, 2), np.uint8))
+@pytest.mark.parametrize("images, fragment", [
+    (np.full((8, 8, 3), 0.5), "float values 0 to 1; give raw pixels 0-255"),
+    (np.zeros((8, 8, 2), np.uint8), r"shape \(8, 8, 2\) is not an image"),
+    (np.full((8, 8), np.nan), "NaN or infinite values"),
+    (None, "images: give a path, a folder, an array, a PIL image or a list of them"),
+    ([{"a": 1}], "a dict is not an image"),
+])
+def test_images_that_are_not_raw_pixels_are_one_line_before_any_model_loads(tmp_path, images, fragment):
+    with pytest.raises(imgcls.ImgclsError, match=fragment):
+        imgcls.predict(images, model=tmp_path / "not-loaded")
+
+
+def test_a_run_is_a_run_folder(tmp_path):
+    with pytest.raises(imgcls.ImgclsError, match="not an imgcls run folder"):
+        imgcls.Run(tmp_path)
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: imgcls.train(42), "config: give a YAML file's path, a dict shaped like the YAML, or a Config (got int)"),
+    (lambda: imgcls.train({"data": {"dir": "d"}}, epoch=3), "epoch=: not a keyword of imgcls.train; did you mean epochs?"),
+    (lambda: imgcls.train({"data": {"dir": "d"}}, resume=True), "resume=True continues a run: give its folder"),
+])
+def test_python_mistakes_in_a_train_call_are_one_line(call, fragment):
+    with pytest.raises(imgcls.ImgclsError, match=re.escape(fragment)):
+        call()
 
 
 @pytest.mark.slow
@@ -43,13 +64,25 @@ def test_train_takes_a_dict_with_keywords_and_dotted_keys_and_returns_the_run(tm
     data = make_image_folder(tmp_path / "data", per_class=8)
     config = {"data": {"dir": str(data), "validation_split": 0.25}, "model": {"name": "simple_cnn"},
               "runtime": {"precision": "float32"}}
-    run = imgcls.train(config, epochs=2, batch_size=8, image_size=32, runs_dir=tmp_path / "runs",
+    run = imgcls.train(config, epochs=np.int64(2), batch_size=8, image_size=32, runs_dir=tmp_path / "runs",
                        **{"model.filters": [8, 16], "model.dense": [16]})
-    assert run.path.parent == tmp_path / "runs" and run.path.name.startswith("data-")
+    assert run.path.parent == tmp_path / "runs" and run.path.name.startswith("data-") and run.path.is_absolute()
     assert run.status == "finished" and run.metrics["status"] == "finished"
     assert [row["epoch"] for row in run.history] == [1, 2]
     assert run.config["data"]["batch_size"] == 8 and run.config["model"]["filters"] == [8, 16]
     assert run.classes == sorted(COLOURS)
+
+
+@pytest.mark.slow
+def test_a_callback_that_stops_training_marks_the_run_stopped_early(tmp_path, tiny_config):
+    import keras
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    run = imgcls.train(tiny_config, runs_dir=tmp_path, epochs=3, callbacks=StopAfterFirstEpoch())
+    assert run.status == "stopped_early" and len(run.history) == 1
 
 
 @pytest.mark.slow
@@ -91,6 +124,8 @@ def test_predict_gives_the_rows_of_predict_json_for_files_arrays_and_pil_images(
     assert from_array[0]["path"] == "array[0]" and from_pil[0]["path"] == "image[0]"
     for row in (from_array[0], from_batch[0], from_pil[0]):
         assert row["label"] == rows[0]["label"] and row["top_k"] == rows[0]["top_k"]
+    assert run.predict(Image.open(files[0]).convert("CMYK"))[0]["path"] == "image[0]"  # PNG cannot hold CMYK
+    assert run.predict([]) == []
 
 
 def test_evaluate_gives_the_figures_of_evaluate_json(cli, trained_run):

@@ -44,17 +44,35 @@ def train(config: str | Path | dict | Any = None, *, epochs: int | None = None, 
     """
     from imgcls.launch import launch_training
 
+    _check_train_arguments(config, resume, overrides)
+    callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
     common = {COMMON_KEYS[key]: value for key, value in
               {"epochs": epochs, "batch_size": batch_size, "image_size": image_size, "learning_rate": learning_rate}.items()
               if value is not None}
     settings = [f"{key}={json.dumps(_plain(value))}" for key, value in {**common, **overrides}.items()]
     result = launch_training(config, settings, runs_dir=runs_dir, name=name,
-                             resume=resume, force=force, callbacks=list(callbacks), command="imgcls.train(...)")
+                             resume=resume, force=force, callbacks=callbacks, command="imgcls.train(...)")
     if result is None:  # resume: the run had already ended; the log said so
         from imgcls.run.layout import resolve_run
 
-        return Run(resolve_run(config if isinstance(config, (str, Path)) else None, runs_dir))
+        return Run(resolve_run(config, runs_dir))
     return Run(result[0])
+
+
+def _check_train_arguments(config: Any, resume: bool, overrides: dict[str, Any]) -> None:
+    """Python-side mistakes the config cannot see: the config's type, and a keyword that is not a setting."""
+    from imgcls.errors import ConfigError, did_you_mean
+
+    if resume and config is not None and not isinstance(config, (str, Path)):
+        raise ImgclsError("resume=True continues a run: give its folder (or nothing, for runs/latest), not a config")
+    if not resume and not isinstance(config, (str, Path, dict)) and type(config).__name__ != "Config":
+        raise ConfigError(f"config: give a YAML file's path, a dict shaped like the YAML, or a Config "
+                          f"(got {type(config).__name__})")
+    for key in overrides:
+        if "." not in key:
+            hint = did_you_mean(key, [*COMMON_KEYS, "runs_dir", "name", "resume", "force", "callbacks"])
+            raise ConfigError(f"{key}=: not a keyword of imgcls.train; {hint + ' ' if hint else ''}other settings go "
+                              "in as dotted keys, e.g. **{'train.epochs': 3}")
 
 
 def load_run(path: str | Path | None = None, runs_dir: str | Path = "runs") -> Run:
@@ -82,13 +100,15 @@ class Run:
     _model: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.path = Path(self.path)
+        from imgcls.run.layout import resolve_run
+
+        self.path = resolve_run(Path(self.path))  # absolute, and a run folder: a later chdir changes nothing
 
     def __repr__(self) -> str:
         best = self.best
         shown = f", best val_accuracy {best['val_accuracy']:.4f} (epoch {int(best['epoch'])})" \
             if best and "val_accuracy" in best else ""
-        return f"Run('{self.path}', {self.status}{shown})"
+        return f"Run('{_shown(self.path)}', {self.status}{shown})"
 
     # ------------------------------------------------------------------ what the run wrote
 
@@ -108,7 +128,7 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any] | None:
-        """metrics.json (None while the run trains)."""
+        """metrics.json (None while the run trains, or when its process died before the end)."""
         from imgcls.run.layout import read_metrics
 
         return read_metrics(self.path)
@@ -160,7 +180,7 @@ class Run:
     def predict(self, images: Any, top_k: int = 1, tta: bool = False) -> list[dict[str, Any]]:
         """Predictions for image files and folders (searched recursively), numpy arrays (H x W x C, or a batch
         of them, 0-255) or PIL images: the rows of `imgcls predict --json` (path, label, confidence, top_k)."""
-        return _predict(self.path, images, top_k, tta)
+        return _predict(lambda: self.path, images, top_k, tta)
 
     def evaluate(self, split: str = "val", data: str | Path | None = None, tta: bool = False) -> dict[str, Any]:
         """Accuracy, top-k, loss, per-class figures and confusion matrix of best.keras on the run's `split`
@@ -189,10 +209,10 @@ def predict(images: Any, model: str | Path, top_k: int = 1) -> list[dict[str, An
     """Predictions with an exported model (the folder `Run.export` returns, or its .keras, SavedModel or .tflite
     with labels.txt beside it), as `imgcls predict --model`: the same rows as `Run.predict`."""
     from imgcls.infer.classifier import Classifier
-    from imgcls.runtime import import_tensorflow
 
-    import_tensorflow()
-    return _predict(Classifier.from_path(_model_file(Path(model))), images, top_k, False)
+    if not isinstance(model, (str, Path)):
+        raise ImgclsError(f"model: give the export folder or a model file's path (got {type(model).__name__})")
+    return _predict(lambda: Classifier.from_path(_model_file(Path(model))), images, top_k, False)
 
 
 def _model_file(path: Path) -> Path:
@@ -203,36 +223,53 @@ def _model_file(path: Path) -> Path:
     return path
 
 
-def _predict(source: Any, images: Any, top_k: int, tta: bool) -> list[dict[str, Any]]:
+def _predict(source, images: Any, top_k: int, tta: bool) -> list[dict[str, Any]]:
+    """`source()`: the run folder or the opened model, asked for only once the images are known to be good."""
     from imgcls.infer.predict import collect_images, predict_images
     from imgcls.runtime import import_tensorflow
 
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ImgclsError(f"top_k: a whole number of at least 1 (got {top_k!r})")
     with tempfile.TemporaryDirectory(prefix="imgcls-predict-") as scratch:
         paths, names = _as_files(images, Path(scratch))
         found = collect_images(paths, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
         if not found:
             return []
         import_tensorflow()
-        predictions = predict_images(source, found, top_k=top_k, tta=tta)
+        predictions = predict_images(source(), found, top_k=top_k, tta=tta)
     rows = [p.to_dict() for p in predictions]
     for row in rows:
         row["path"] = names.get(row["path"], row["path"])
     return rows
 
 
+def _shown(path: Path) -> str:
+    """A path as short as it can be said: relative to the working folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _plain(value: Any) -> Any:
-    """A value as YAML can write it: paths as strings, tuples as lists."""
+    """A value as YAML can write it: paths as strings, tuples and arrays as lists, NumPy numbers as numbers."""
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # np.int64(3), np.arange(3)
+        return value.tolist()
     return value
 
 
 def _as_files(images: Any, scratch: Path) -> tuple[list[Path], dict[str, str]]:
     """Paths for `images`: paths as they are; arrays and PIL images written as PNG (lossless), so they take the
     one preprocessing path files take. Also {written file: the name to report, e.g. "array[0]"}."""
-    items = images if isinstance(images, (list, tuple)) else [images]
+    if images is None or isinstance(images, (dict, bytes)):
+        raise ImgclsError(f"images: give a path, a folder, an array, a PIL image or a list of them "
+                          f"(got {type(images).__name__})")
+    single = isinstance(images, (str, Path)) or hasattr(images, "__array__") or hasattr(images, "getpixel")
+    items = [images] if single else list(images)  # a list, tuple or generator of images
     paths, names = [], {}
     for i, item in enumerate(_unbatched(items)):
         if isinstance(item, (str, Path)):
@@ -263,7 +300,13 @@ def _as_pil(item: Any, index: int):
     from PIL import Image
 
     if isinstance(item, Image.Image):
+        if item.mode in ("I", "I;16", "F"):  # 32-bit or 16-bit pixels: checked as the array they are
+            return _as_pil(np.asarray(item), index)[0], f"image[{index}]"
+        if item.mode not in ("1", "L", "LA", "P", "PA", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV: PNG cannot hold them
+            item = item.convert("RGB")
         return item, f"image[{index}]"
+    if not hasattr(item, "__array__"):
+        raise ImgclsError(f"images[{index}]: a {type(item).__name__} is not an image; give a path, an array or a PIL image")
     array = np.asarray(item)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -271,7 +314,10 @@ def _as_pil(item: Any, index: int):
         raise ImgclsError(f"images[{index}]: an array of shape {array.shape} is not an image; give H x W, H x W x 3 "
                           "(or 1, or 4) values 0-255, or a batch N x H x W x C")
     if array.dtype != np.uint8:
-        if array.size and np.issubdtype(array.dtype, np.floating) and 0 <= array.min() and array.max() <= 1:
+        if array.size and not np.isfinite(array).all():
+            raise ImgclsError(f"images[{index}]: NaN or infinite values; give pixels 0-255")
+        fractions = np.issubdtype(array.dtype, np.floating) and bool(np.any(array % 1))
+        if array.size and fractions and 0 <= array.min() and array.max() <= 1:
             raise ImgclsError(f"images[{index}]: float values 0 to 1; give raw pixels 0-255 (multiply by 255): the "
                               "model scales them itself, as in training")
         if array.size and (array.min() < 0 or array.max() > 255):

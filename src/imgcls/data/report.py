@@ -72,7 +72,7 @@ def stderr_log() -> Callable:
     """Where training's progress lines and this report go by default: stderr, as plain text (no Rich markup)."""
     from rich.console import Console
 
-    return Console(stderr=True, soft_wrap=True, markup=False).print
+    return Console(stderr=True, soft_wrap=True, markup=False, highlight=False).print
 
 
 def print_report(plan: DataPlan, log: Callable, skipped_file: Path | str | None = None, details: bool = False) -> None:

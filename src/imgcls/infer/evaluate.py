@@ -123,6 +123,8 @@ def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = No
 
     `tta`: outputs averaged over each image and its mirror images; the files get a `_tta` suffix.
     """
+    if data_dir is None and split not in ("train", "val", "test"):
+        raise ImgclsError(f"split: {split!r} is not a subset of split.csv; give val, test or train")
     from imgcls.config import load_config
     from imgcls.data.pipeline import encode_labels, image_batches
     from imgcls.infer.classifier import Classifier

@@ -244,6 +244,10 @@ def _how_it_ended(session: Session, run_callbacks: RunCallbacks, status: str) ->
         return "time_limit"
     if run_callbacks.early_stopping is not None and run_callbacks.early_stopping.stopped_epoch > 0:
         return "stopped_early"
+    epochs = len(run_callbacks.history.rows)
+    if status == "finished" and epochs < session.config.total_epochs:  # a callback of the user's set stop_training
+        session.log(f"stopped early by a callback after epoch {epochs} of {session.config.total_epochs}")
+        return "stopped_early"
     return status
 
 

@@ -18,7 +18,8 @@ from imgcls.infer.metrics import (
     per_class_scores, top_k_accuracy,
 )
 
-EVAL_FILES = ["eval.json", "confusion_matrix.png", "confusion_matrix_normalized.png", "misclassified.png"]
+EVAL_FILES = ["eval.json", "confusion_matrix.png", "confusion_matrix_normalized.png", "misclassified.png",
+              "misclassified_cam.png"]
 
 # Ten fixed predictions over three classes; every figure below is worked out by hand from them.
 Y_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -12,14 +12,16 @@ import pytest
 
 PRIVATE_NAMES = [
     # imgcls.training.checkpoints.BestModelCheckpoint: overrides the save, keeps Keras' decision of when
-    (keras.callbacks.ModelCheckpoint, "_save_model", "train/checkpoints.py"),
-    (keras.callbacks.ModelCheckpoint, "_should_save_model", "train/checkpoints.py"),
+    (keras.callbacks.ModelCheckpoint, "_save_model", "training/checkpoints.py"),
+    (keras.callbacks.ModelCheckpoint, "_should_save_model", "training/checkpoints.py"),
     # imgcls.training.callbacks.with_ema / KeepEMAOnStop: EMA weights in the model after an early stop, and after a resume
-    (keras.callbacks.SwapEMAWeights(swap_on_epoch=True), "_ema_weights_in_model", "train/callbacks.py"),
-    (keras.callbacks.SwapEMAWeights, "_finalize_ema_values", "train/callbacks.py"),
+    (keras.callbacks.SwapEMAWeights(swap_on_epoch=True), "_ema_weights_in_model", "training/callbacks.py"),
+    (keras.callbacks.SwapEMAWeights, "_finalize_ema_values", "training/callbacks.py"),
     # imgcls.training.distribute: the multi-worker workarounds
-    (keras.Model, "_symbolic_build", "train/distribute.py"),
-    (keras.Model, "_maybe_symbolic_build", "train/distribute.py"),
+    (keras.Model, "_symbolic_build", "training/distribute.py"),
+    (keras.Model, "_maybe_symbolic_build", "training/distribute.py"),
+    # imgcls.infer.explain: a nested backbone's output in the outer graph (its .output is its own inner one)
+    (keras.layers.Dense(1), "_inbound_nodes", "infer/explain.py"),
 ]
 
 

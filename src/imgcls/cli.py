@@ -296,6 +296,42 @@ def evaluate(
         out.print(f"wrote {', '.join(evaluation.result['files'].values())} in {folder}", highlight=False)
 
 
+@app.command()
+@user_errors
+def explain(
+    paths: List[Path] = typer.Argument(..., help="Images, or folders searched recursively."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: runs/latest)."),
+    model: Optional[Path] = typer.Option(None, help="Instead of a run: a .keras file with labels.txt beside it."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Explain this class (default: each image's predicted one)."),
+    layer: Optional[str] = typer.Option(None, help="The feature map to explain from (default: the last convolutional one)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNGs (default: <run>/explain/)."),
+    alpha: float = typer.Option(0.4, min=0.0, max=1.0, help="The heatmap's weight in the overlay."),
+    as_json: bool = typer.Option(False, "--json", help="Print per image the label, confidence, heatmap peak and mass."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+):
+    """Where the model looks: Grad-CAM heatmaps over images (original | heatmap | overlay, one PNG each)."""
+    from imgcls.files import check_writable
+    from imgcls.run.layout import resolve_run
+    from imgcls.runtime import import_tensorflow, parse_device
+
+    if run is not None and model is not None:
+        raise ImgclsError("give --run or --model, not both")
+    chosen_device = parse_device(device)
+    source = model if model is not None else resolve_run(run, runs_dir)
+    folder = out_dir or (source.parent if model is not None else source) / "explain"
+    check_writable(folder, "--out", folder=True)
+    import_tensorflow(chosen_device)
+    from imgcls.infer.explain import explain_files
+
+    results = explain_files(source, paths, folder, class_name=class_name, layer=layer, alpha=alpha)
+    if as_json:
+        out.print_json(json.dumps(results, ensure_ascii=False))
+    else:
+        for row in results:
+            typer.echo(f"{row['png']}\t{row['label']}\t{row['confidence']:.3f}")
+
+
 @app.command("runs")
 @user_errors
 def runs_command(
@@ -323,12 +359,19 @@ def summary(
     num_classes: Optional[int] = typer.Option(None, min=1, help="Classes, when the data folder is not there."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print {model, total_params, trainable_params} as JSON."),
+    diagram: Optional[Path] = typer.Option(None, help="Also draw the architecture, one block per stage, for a paper "
+                                                      "or slides: .png, .svg or .pdf."),
 ):
     """Show a config's model: layers and parameter counts, without loading images."""
     from imgcls.config import load_config
-
     from imgcls.data.plan import count_classes
+    from imgcls.files import check_writable
+    from imgcls.plots import FIGURE_FORMATS
 
+    if diagram is not None:
+        if diagram.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+            raise ImgclsError(f"--diagram {diagram}: give a .png, .svg or .pdf file")
+        check_writable(diagram, "--diagram")
     cfg = load_config(config, set_)
     n = num_classes or count_classes(cfg)
     if not n:
@@ -347,6 +390,11 @@ def summary(
     else:
         model.summary(print_fn=lambda line, **_: out.print(line, highlight=False, markup=False))
         out.print(f"{cfg.model.name}: {n} classes, {total:,} parameters ({trainable:,} trainable)", highlight=False)
+    if diagram is not None:
+        from imgcls.models.architecture import draw_architecture
+
+        draw_architecture(model, diagram)
+        err.print(f"wrote {diagram}")
 
 
 @app.command("config")

@@ -33,11 +33,15 @@ def _pyplot():
     return plt
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
 def _save(fig, out: Path, plt, **kwargs) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    kind = out.suffix.lower().lstrip(".")
     with atomic_file(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png", **kwargs)
+        fig.savefig(tmp, dpi=100, format=kind if kind in FIGURE_FORMATS else "png", **kwargs)
     plt.close(fig)
     return out
 
@@ -187,5 +191,72 @@ def plot_misclassified(images: list[np.ndarray], mistakes: list[dict], out: Path
         ax.set_title(f"true: {_short(mistake['true'])}\npred: {_short(mistake['predicted'])} ({mistake['confidence']:.2f})",
                      fontsize=9)
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, plt)
+
+
+def _overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
+    """The heatmap in the jet colours over the image (as the model saw it), `alpha` its weight."""
+    from matplotlib import colormaps
+
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    colours = colormaps["jet"](heatmap)[..., :3] * 255
+    return np.clip((1 - alpha) * rgb + alpha * colours, 0, 255).astype(np.uint8)
+
+
+def plot_explanation(image: np.ndarray, heatmap: np.ndarray, title: str, out: Path, alpha: float = 0.4) -> Path:
+    """Original | Grad-CAM heatmap | overlay, side by side, titled with the top labels."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    gray = image.shape[-1] == 1
+    axes[0].imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
+    axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1)
+    axes[2].imshow(_overlay(image, heatmap, alpha))
+    for ax, name in zip(axes, ("image (as the model sees it)", "Grad-CAM", "overlay")):
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, plt)
+
+
+def plot_mistakes_with_cam(images: list[np.ndarray], heatmaps: list[np.ndarray], mistakes: list[dict], out: Path,
+                           alpha: float = 0.4, columns: int = 5) -> Path:
+    """misclassified.png's images with the Grad-CAM of the class each was mistaken for, overlaid."""
+    overlays = [_overlay(np.asarray(image), heatmap, alpha) for image, heatmap in zip(images, heatmaps)]
+    return plot_misclassified(overlays, mistakes, out, title="Most confident mistakes: where the model looked (Grad-CAM "
+                              "of the predicted class)", columns=columns)
+
+
+STAGE_COLOURS = {"input": "#d9d9d9", "conv": "#9ecae1", "backbone": "#6baed6", "head": "#fdd0a2", "output": "#a1d99b"}
+
+
+def plot_architecture(stages: list, title: str, out: Path) -> Path:
+    """The model as a row of blocks, one per stage (`imgcls.models.architecture.Stage`): its layers inside, its
+    output shape and parameters below; a block's height follows its feature map's side. PNG, SVG or PDF by `out`'s
+    extension."""
+    plt = _pyplot()
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    width, gap = 1.5, 0.55
+    sides = [stage.shape[0] if len(stage.shape) == 3 else None for stage in stages]
+    largest = max([side for side in sides if side] or [1])
+    fig, ax = plt.subplots(figsize=(max(6.0, len(stages) * (width + gap) * 0.8), 4.0))
+    for i, (stage, side) in enumerate(zip(stages, sides)):
+        x = i * (width + gap)
+        height = 0.9 + 2.1 * (side / largest) ** 0.5 if side else 0.9
+        y = -height / 2
+        ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    facecolor=STAGE_COLOURS.get(stage.kind, "#eeeeee"), edgecolor="#333333", linewidth=0.8))
+        ax.text(x + width / 2, 0, stage.label, ha="center", va="center", fontsize=8.5)
+        below = stage.shape_text + (f"\n{stage.params:,} params" if stage.params else "")
+        ax.text(x + width / 2, -1.7, below, ha="center", va="top", fontsize=8.5)
+        if i:
+            ax.add_patch(FancyArrowPatch((x - gap + 0.05, 0), (x - 0.05, 0), arrowstyle="-|>", mutation_scale=9,
+                                         color="#555555", linewidth=0.8))
+    ax.set_xlim(-0.2, len(stages) * (width + gap) - gap + 0.2)
+    ax.set_ylim(-2.6, 1.9)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out, plt)

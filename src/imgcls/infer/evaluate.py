@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -37,7 +37,8 @@ from imgcls.files import write_json
 
 
 ARTIFACTS = {"eval": layout.EVAL, "confusion_matrix": layout.CONFUSION_PNG,
-             "confusion_matrix_normalized": layout.CONFUSION_NORMALIZED_PNG, "misclassified": layout.MISCLASSIFIED_PNG}
+             "confusion_matrix_normalized": layout.CONFUSION_NORMALIZED_PNG, "misclassified": layout.MISCLASSIFIED_PNG,
+             "misclassified_cam": layout.MISCLASSIFIED_CAM_PNG}
 
 
 def artifact_name(name: str, tag: str) -> str:
@@ -116,6 +117,7 @@ class Evaluation:
     result: dict[str, Any]  # what eval.json holds
     run: Path
     worst_images: list  # the pixels of result["misclassified"], for misclassified.png
+    worst_heatmaps: list = field(default_factory=list)  # their Grad-CAM of the predicted class, for misclassified_cam.png
 
 
 def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = None, tta: bool = False) -> Evaluation:
@@ -160,7 +162,21 @@ def compute_evaluation(run: Path, split: str = "val", data_dir: Path | None = No
                                for i in worst]
     result["files"] = {key: artifact_name(base, tag) for key, base in ARTIFACTS.items()}
     batches = list(image_batches([readable[i] for i in worst], classifier.image_size, classifier.channels))
-    return Evaluation(result, run, list(np.concatenate(batches)) if batches else [])
+    images = np.concatenate(batches) if batches else np.zeros((0, *classifier.image_size, classifier.channels), np.uint8)
+    return Evaluation(result, run, list(images), _heatmaps(classifier, images))
+
+
+def _heatmaps(classifier, images: np.ndarray) -> list[np.ndarray]:
+    """Grad-CAM of each mistake's predicted class: what the model saw there."""
+    from imgcls.infer.explain import GradCam
+
+    if not len(images):
+        return []
+    try:
+        cam = GradCam(classifier.model)
+    except ImgclsError:  # a model without a feature map: misclassified_cam.png says so instead
+        return []
+    return list(cam(images)[1])
 
 
 def write_evaluation(evaluation: Evaluation, out: Path | None = None) -> Path:
@@ -168,7 +184,7 @@ def write_evaluation(evaluation: Evaluation, out: Path | None = None) -> Path:
     folder = Path(out) if out is not None else evaluation.run
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _draw(folder, evaluation.result, evaluation.worst_images)
+        _draw(folder, evaluation.result, evaluation.worst_images, evaluation.worst_heatmaps)
         write_json(folder / evaluation.result["files"]["eval"], evaluation.result)
     except OSError as exc:
         raise ImgclsError(f"{exc.filename or folder}: cannot write the evaluation report there ({exc.strerror or exc}); "
@@ -184,9 +200,9 @@ def _checkpoint(run: Path, config) -> dict[str, Any]:
             "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss")}
 
 
-def _draw(run: Path, result: dict[str, Any], worst_images: list[np.ndarray]) -> None:
-    """The confusion matrices (counts and row-normalized) and the grid of the worst mistakes."""
-    from imgcls.plots import plot_confusion_matrix, plot_misclassified
+def _draw(run: Path, result: dict[str, Any], worst_images: list[np.ndarray], heatmaps: list[np.ndarray]) -> None:
+    """The confusion matrices (counts and row-normalized) and the grid of the worst mistakes, plain and with Grad-CAM."""
+    from imgcls.plots import plot_confusion_matrix, plot_misclassified, plot_mistakes_with_cam
 
     files = result["files"]
     matrix = np.asarray(result["confusion_matrix"])
@@ -198,6 +214,8 @@ def _draw(run: Path, result: dict[str, Any], worst_images: list[np.ndarray]) -> 
     wrong = result["images"] - int(np.trace(matrix))
     plot_misclassified(worst_images, result["misclassified"], run / files["misclassified"],
                        title=f"Most confident mistakes: {len(worst_images)} of {wrong} wrong\n{about}")
+    plot_mistakes_with_cam(worst_images if heatmaps else [], heatmaps, result["misclassified"],
+                           run / files["misclassified_cam"])
 
 
 # --------------------------------------------------------------------------- reporting

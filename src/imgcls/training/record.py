@@ -17,6 +17,7 @@ from imgcls.run import layout
 from imgcls.run.provenance import data_git_commit, versions
 from imgcls.run.status import best_row
 from imgcls.training.callbacks import HistoryWriter
+from imgcls.models.architecture import draw_architecture
 from imgcls.training.session import Session
 
 
@@ -42,6 +43,7 @@ def write_run_start(session: Session) -> None:
     }
     write_yaml(run / layout.CONFIG, resolved)
     write_json(run / layout.CLASSES, plan.class_names)
+    draw_architecture(session.model, run / layout.MODEL_PNG)  # a fraction of a second, for a paper or slides
     write_csv(run / layout.SPLIT, plan.split_rows())
     write_skipped(plan, run / layout.SKIPPED)
     if plan.duplicates:

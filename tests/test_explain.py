@@ -217,3 +217,24 @@ def test_a_diagram_file_of_another_kind_is_one_line(cli, tiny_config, tmp_path):
 
 def test_every_run_has_its_architecture_figure(trained_run):
     assert (trained_run / "model.png").stat().st_size > 1000
+
+
+def test_a_map_without_evidence_is_marked_empty_not_a_border_look():
+    from imgcls.infer.explain import focus
+
+    assert focus(np.zeros((8, 8))).to_dict() == {"empty": True, "peak": None, "mass_grid": None, "mass_centre": None,
+                                                 "mass_border": None}
+    centre = np.zeros((9, 9))
+    centre[4, 4] = 1
+    assert focus(centre).to_dict()["mass_centre"] == 1.0 and focus(centre).peak == (4, 4)
+
+
+def test_a_resnet_draws_one_block_per_stage():
+    from imgcls.config import load_config
+    from imgcls.models import build_model
+    from imgcls.models.architecture import model_stages
+
+    config = load_config(raw={"data": {"dir": ".", "image_size": [64, 64]}, "model": {"name": "resnet_small"}})
+    stages = [s for s in model_stages(build_model(config, 3)) if s.kind == "conv"]
+    assert len(stages) >= 3 and all(len(s.label.splitlines()) <= 3 for s in stages)
+    assert any(s.label.startswith("Residual x") for s in stages)

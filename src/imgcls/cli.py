@@ -324,12 +324,13 @@ def explain(
     import_tensorflow(chosen_device)
     from imgcls.infer.explain import explain_files
 
-    results = explain_files(source, paths, folder, class_name=class_name, layer=layer, alpha=alpha)
+    results = explain_files(source, paths, folder, class_name=class_name, layer=layer, alpha=alpha,
+                            warn=lambda message: err.print(f"[yellow]warning:[/] {escape(message)}", markup=True))
     if as_json:
         out.print_json(json.dumps(results, ensure_ascii=False))
     else:
         for row in results:
-            typer.echo(f"{row['png']}\t{row['label']}\t{row['confidence']:.3f}")
+            typer.echo(f"{row['png']}\t{row['path']}\t{row['label']}\t{row['confidence']:.3f}")
 
 
 @app.command("runs")

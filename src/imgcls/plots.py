@@ -221,11 +221,11 @@ def plot_explanation(image: np.ndarray, heatmap: np.ndarray, title: str, out: Pa
 
 
 def plot_mistakes_with_cam(images: list[np.ndarray], heatmaps: list[np.ndarray], mistakes: list[dict], out: Path,
-                           alpha: float = 0.4, columns: int = 5) -> Path:
+                           about: str = "", alpha: float = 0.4, columns: int = 5) -> Path:
     """misclassified.png's images with the Grad-CAM of the class each was mistaken for, overlaid."""
     overlays = [_overlay(np.asarray(image), heatmap, alpha) for image, heatmap in zip(images, heatmaps)]
-    return plot_misclassified(overlays, mistakes, out, title="Most confident mistakes: where the model looked (Grad-CAM "
-                              "of the predicted class)", columns=columns)
+    title = "Most confident mistakes, where the model looked (Grad-CAM of the predicted class)"
+    return plot_misclassified(overlays, mistakes, out, title=title + (f": {about}" if about else ""), columns=columns)
 
 
 STAGE_COLOURS = {"input": "#d9d9d9", "conv": "#9ecae1", "backbone": "#6baed6", "head": "#fdd0a2", "output": "#a1d99b"}

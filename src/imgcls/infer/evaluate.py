@@ -215,7 +215,7 @@ def _draw(run: Path, result: dict[str, Any], worst_images: list[np.ndarray], hea
     plot_misclassified(worst_images, result["misclassified"], run / files["misclassified"],
                        title=f"Most confident mistakes: {len(worst_images)} of {wrong} wrong\n{about}")
     plot_mistakes_with_cam(worst_images if heatmaps else [], heatmaps, result["misclassified"],
-                           run / files["misclassified_cam"])
+                           run / files["misclassified_cam"], about=f"{len(worst_images)} of {wrong} wrong\n{about}")
 
 
 # --------------------------------------------------------------------------- reporting

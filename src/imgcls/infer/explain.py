@@ -58,6 +58,10 @@ class GradCam:
         if self.layer not in known:
             raise ImgclsError(f"--layer {self.layer}: not a feature map of {model.name}; its feature maps are "
                               f"{', '.join(known)}")
+        height, width = _output_in(model.get_layer(self.layer)).shape[1:3]
+        if height == 1 and width == 1:
+            raise ImgclsError(f"{self.layer}: its feature map is 1x1 at this image size, so there is nothing to locate; "
+                              "train at a larger data.image_size (or name a larger map with --layer)")
         self.binary = model.outputs[0].shape[-1] == 1
         self._model = keras.Model(model.inputs, [_output_in(model.get_layer(self.layer)), model.outputs[0]])
 
@@ -87,16 +91,19 @@ class GradCam:
 class Focus:
     """Where a heatmap points: its peak in input pixels and its mass in a 3 x 3 grid of the image."""
 
-    peak: tuple[int, int]  # (x, y)
-    grid: list[list[float]]  # rows top to bottom, columns left to right; sums to 1
+    peak: tuple[int, int] | None  # (x, y); None for an empty map (no evidence for the class anywhere)
+    grid: list[list[float]] | None  # rows top to bottom, columns left to right; sums to 1
 
     def to_dict(self) -> dict[str, Any]:
-        border = 1 - self.grid[1][1]
-        return {"peak": {"x": self.peak[0], "y": self.peak[1]}, "mass_grid": self.grid,
-                "mass_centre": round(self.grid[1][1], 4), "mass_border": round(border, 4)}
+        if self.peak is None:
+            return {"empty": True, "peak": None, "mass_grid": None, "mass_centre": None, "mass_border": None}
+        return {"empty": False, "peak": {"x": self.peak[0], "y": self.peak[1]}, "mass_grid": self.grid,
+                "mass_centre": round(self.grid[1][1], 4), "mass_border": round(1 - self.grid[1][1], 4)}
 
 
 def focus(heatmap: np.ndarray) -> Focus:
+    if not heatmap.max() > 0:
+        return Focus(None, None)
     y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     total = float(heatmap.sum()) or 1.0
     rows = np.array_split(np.arange(heatmap.shape[0]), 3)
@@ -106,7 +113,7 @@ def focus(heatmap: np.ndarray) -> Focus:
 
 
 def explain_files(source, paths: list, out, class_name: str | None = None, layer: str | None = None,
-                  alpha: float = 0.4, top_k: int = 3, batch_size: int = 16) -> list[dict[str, Any]]:
+                  alpha: float = 0.4, top_k: int = 3, batch_size: int = 16, warn=None) -> list[dict[str, Any]]:
     """Grad-CAM of each image `paths` names (folders searched recursively), one PNG each into `out`.
 
     `source`: a run folder, or a .keras model file (labels.txt beside it). Returns, per image, the
@@ -126,7 +133,7 @@ def explain_files(source, paths: list, out, class_name: str | None = None, layer
                               f"{', '.join(classifier.class_names)}")
         class_index = classifier.class_names.index(class_name)
     cam = GradCam(classifier.model, layer)
-    images = collect_images(paths)
+    images = collect_images(paths, warn=warn)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
@@ -142,10 +149,14 @@ def explain_files(source, paths: list, out, class_name: str | None = None, layer
             top = [{"label": classifier.class_names[i], "confidence": round(float(p[i]), 6)} for i in order]
             explained = class_name or top[0]["label"]
             png = out / _unique_name(Path(original).stem, names)
-            title = "  ".join(f"{t['label']} {t['confidence']:.2f}" for t in top) + f"   (Grad-CAM of {explained})"
+            where = focus(heatmap).to_dict()
+            what = f"no evidence for {explained}" if where["empty"] else f"Grad-CAM of {explained}"
+            title = "  ".join(f"{t['label']} {t['confidence']:.2f}" for t in top) + f"   ({what})"
             plot_explanation(pixels, heatmap, title, png, alpha)
             results.append({"path": str(original), "label": top[0]["label"], "confidence": top[0]["confidence"],
-                            "top_k": top, "explained": explained, **focus(heatmap).to_dict(), "png": str(png)})
+                            "top_k": top, "explained": explained, **where,
+                            "input_size": {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
+                            "png": str(png)})
         start += len(batch)
     return results
 

@@ -30,6 +30,9 @@ class Stage:
 
     @property
     def label(self) -> str:
+        if "Add" in self.parts:  # residual blocks: their convolutions and shortcuts, counted
+            convs = sum(part.startswith("Conv") for part in self.parts)
+            return f"Residual x{self.parts.count('Add')}\n({convs} convs)"
         counted: list[list] = []
         for part in self.parts:  # "Conv 3x3", "Conv 3x3", "MaxPool" -> "Conv 3x3 x2", "MaxPool"
             if counted and counted[-1][0] == part:
@@ -68,6 +71,10 @@ def model_stages(model) -> list[Stage]:
             current = Stage()
         else:
             name = _part_name(layer)
+            if "Conv" in kind and current.parts and len(shape) == 3 and current.shape[:2] != shape[:2] \
+                    and getattr(layer, "strides", (1, 1)) != (1, 1):
+                stages += _flush(current)  # a strided convolution starts a stage (ResNet downsamples so)
+                current = Stage()
             if name:
                 current.parts.append(name)
             current.params += params

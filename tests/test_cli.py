@@ -456,3 +456,13 @@ def test_predict_sends_images_through_the_model_in_batches(trained_run, tiny_dat
 def test_python_dash_m_imgcls_works():
     result = subprocess.run([sys.executable, "-m", "imgcls", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`imgcls predict DIR | head`: when the reader stops, no error line and no traceback."""
+    code = ("import sys; from imgcls.cli import user_errors\n"
+            "def command(): raise BrokenPipeError(32, 'Broken pipe')\n"
+            "try: user_errors(command)()\n"
+            "except BaseException as exc: print(type(exc).__name__, getattr(exc, 'exit_code', None), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip() == "Exit 141"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 from enum import Enum
@@ -53,6 +54,10 @@ def user_errors(command):
             return command(*args, **kwargs)
         except ImgclsError as exc:
             _error(str(exc))
+        except BrokenPipeError:  # `imgcls predict DIR | head`: the reader has what it wanted; not an error to print
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush does not fail again
+            raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell reports a closed pipe
         except OSError as exc:
             _error(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else first_line(exc))
         except KeyboardInterrupt:

@@ -428,3 +428,8 @@ def test_two_ctrl_c_in_a_row_end_the_run_cleanly_without_a_traceback(tmp_path, t
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
     run = (runs_dir / "latest").resolve()
     assert files.read_json(run / "metrics.json")["status"] == "interrupted"
+
+
+def test_a_model_file_given_as_the_run_says_to_use_model(cli, tmp_path):
+    (tmp_path / "best.keras").write_bytes(b"")
+    assert_user_error(cli("predict", tmp_path / "x.png", "--run", tmp_path / "best.keras"), "a model file is for --model")

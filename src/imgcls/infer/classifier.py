@@ -101,7 +101,7 @@ def read_labels(folder: Path) -> list[str]:
                           "export again, or write the class names into labels.txt, one a line") from None
     if (folder / layout.CLASSES).is_file():
         return layout.read_classes(folder)
-    raise ImgclsError(f"{folder}: no {LABELS} beside the model; export with `imgcls export`, "
+    raise ImgclsError(f"{folder.resolve()}: no {LABELS} beside the model; export with `imgcls export`, "
                       "or write the class names there, one a line, in output order")
 
 

@@ -130,7 +130,8 @@ def explain_files(source, paths: list, out, class_name: str | None = None, layer
     if class_name is not None:
         if class_name not in classifier.class_names:
             raise ImgclsError(f"--class {class_name}: not a class of the model; its classes are "
-                              f"{', '.join(classifier.class_names)}")
+                              + ", ".join(repr(name) if " " in name or "," in name else name
+                                          for name in classifier.class_names))
         class_index = classifier.class_names.index(class_name)
     cam = GradCam(classifier.model, layer)
     images = collect_images(paths, warn=warn)

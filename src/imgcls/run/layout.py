@@ -191,8 +191,9 @@ def resolve_run(run: Path | str | None, runs_dir: Path | str = "runs") -> Path:
             raise ImgclsError(f"no runs yet in {runs_dir}/ (train one with: imgcls train configs/digits.yaml, or pass --run RUN)")
         raise ImgclsError(f"run not found: {path}")
     if not path.is_dir():
-        raise ImgclsError(f"{path} is a file, not a run folder; give a folder under runs/ (a config file is for `imgcls train "
-                          "CONFIG`, without --resume)")
+        hint = ("a model file is for --model" if path.suffix in (".keras", ".tflite")
+                else "a config file is for `imgcls train CONFIG`, without --resume")
+        raise ImgclsError(f"{path} is a file, not a run folder; give a folder under runs/ ({hint})")
     if not (path / CONFIG).is_file():
         raise ImgclsError(f"{path} is not an imgcls run folder (it has no {CONFIG}); give a folder under runs/")
     return path.resolve()

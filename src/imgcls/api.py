@@ -212,15 +212,7 @@ def predict(images: Any, model: str | Path, top_k: int = 1) -> list[dict[str, An
 
     if not isinstance(model, (str, Path)):
         raise ImgclsError(f"model: give the export folder or a model file's path (got {type(model).__name__})")
-    return _predict(lambda: Classifier.from_path(_model_file(Path(model))), images, top_k, False)
-
-
-def _model_file(path: Path) -> Path:
-    """An export folder's model (export.json names it), or the path as given."""
-    info = path / "export.json"
-    if path.is_dir() and info.is_file():
-        return path / json.loads(info.read_text(encoding="utf-8"))["model"]
-    return path
+    return _predict(lambda: Classifier.from_path(Path(model)), images, top_k, False)  # finds an export folder's model
 
 
 def _predict(source, images: Any, top_k: int, tta: bool) -> list[dict[str, Any]]:

@@ -79,9 +79,9 @@ def scan_folder(root: Path, class_names: list[str] | None = None, on_bad_image: 
         else:
             images.append((found, key))
             names.append(name)
-    scan.class_names = class_names or _classes_of(root, names, source, key)
+    scan.class_names = class_names or _classes_of(root, names, source)
     index = {name: i for i, name in enumerate(scan.class_names)}
-    _check_known(root, names, index, class_names is not None, source, key)
+    _check_known(root, names, index, class_names is not None, source)
     kept_labels = []
     for (found, _), name in zip(images, names):
         scan.files.append(found.path)
@@ -113,7 +113,7 @@ def _class_folder_files(root: Path, class_names: list[str] | None, ignore: list[
     return keys, hidden, unlisted
 
 
-def _classes_of(root: Path, names: list[str], source: LabelSource, key: str) -> list[str]:
+def _classes_of(root: Path, names: list[str], source: LabelSource) -> list[str]:
     """The classes the labels of a file-name or CSV source name (folders: the class folders themselves)."""
     if source.from_folders:
         return class_folders(root)
@@ -126,7 +126,7 @@ def _classes_of(root: Path, names: list[str], source: LabelSource, key: str) -> 
     return classes
 
 
-def _check_known(root: Path, names: list[str], index: dict[str, int], forced: bool, source: LabelSource, key: str) -> None:
+def _check_known(root: Path, names: list[str], index: dict[str, int], forced: bool, source: LabelSource) -> None:
     """A label outside the classes: the training data lacks it (a validation folder), or data.class_names does."""
     unknown = sorted({name for name in names if name and name not in index})
     if not unknown:

@@ -70,18 +70,19 @@ def find_trio(root: Path, source: LabelSource) -> Trio | None:
                               "folder; keep one (or set data.dir to the one to train on and data.val_dir)")
         by_subset[subset] = folder
     trio = Trio(root, {"train": by_subset["train"]})
+    train = (by_subset["train"], walk_files(by_subset["train"])[0]) if not source.from_folders else None
     for subset in ("val", "test"):
         folder = by_subset.get(subset)
         if folder is None:
             continue
-        if _labelled(folder, source, by_subset["train"]):
+        if _labelled(folder, source, train):
             trio.folders[subset] = folder
         else:
             trio.unlabelled.append(folder)
     return trio
 
 
-def _labelled(folder: Path, source: LabelSource, train: Path) -> bool:
+def _labelled(folder: Path, source: LabelSource, train: tuple[Path, list[str]] | None) -> bool:
     if source.from_folders:
         return bool(class_folders(folder))
-    return source.has_labels(folder, walk_files(folder)[0], train=(train, walk_files(train)[0]))
+    return source.has_labels(folder, walk_files(folder)[0], train=train)

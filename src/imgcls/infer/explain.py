@@ -125,6 +125,7 @@ def explain_files(source, paths: list, out, class_name: str | None = None, layer
     from imgcls.infer.predict import collect_images
     from imgcls.plots import plot_explanation
 
+    images = collect_images(paths, warn=warn)  # a wrong path answers before the model loads
     classifier = _keras_classifier(source)
     class_index = None
     if class_name is not None:
@@ -134,7 +135,6 @@ def explain_files(source, paths: list, out, class_name: str | None = None, layer
                                           for name in classifier.class_names))
         class_index = classifier.class_names.index(class_name)
     cam = GradCam(classifier.model, layer)
-    images = collect_images(paths, warn=warn)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()

@@ -27,6 +27,7 @@ The verdicts and converted images are cached per data folder (`imgcls.data.scan_
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import warnings
@@ -112,27 +113,58 @@ def _not_a_plain_image_file(path: Path, expected: bool) -> FileCheck | None:
 
 
 def _check_image(path: Path, expected: bool, converted_dir: Path | None) -> FileCheck:
+    def keep_converted(image, check: FileCheck) -> None:
+        if converted_dir is not None:
+            _write_converted(image, converted_dir / f"{check.sha1}.png")
+
+    with open(path, "rb") as f:
+        return _check_stream(f, _tail(path), expected, path.suffix.lower(), keep_converted)
+
+
+def check_bytes(contents: bytes) -> tuple[FileCheck, bytes]:
+    """`check_file` for an image in memory (an upload): its FileCheck, and the bytes TensorFlow reads for it
+    (the 8-bit PNG it is converted to when TensorFlow would get it wrong; b"" for a bad image).
+
+    The same checks as a file's: content, not the name; Pillow's pixel limit
+    (a decompression bomb is refused from its header, before any decoding).
+    """
+    if not contents:
+        return FileCheck("bad", reason="empty (0 bytes)"), b""
+    converted: list[bytes] = []
+
+    def keep_converted(image, check: FileCheck) -> None:
+        converted.append(_converted_png(image))
+
+    check = _check_stream(io.BytesIO(contents), contents[-64:], True, "", keep_converted)
+    if check.kind != "image":
+        return check, b""
+    return check, converted[0] if converted else contents
+
+
+def _check_stream(f, tail: bytes, expected: bool, suffix: str, keep_converted) -> FileCheck:
+    """The check of an open binary file: Pillow reads the header, then every pixel; `keep_converted(image, check)`
+    is called for an image TensorFlow cannot read as it is."""
     from PIL import Image, UnidentifiedImageError
 
     _setup_pillow()
     try:
-        with open(path, "rb") as f, Image.open(f) as image:  # Pillow reads the header now, the pixels in load()
+        with Image.open(f) as image:  # Pillow reads the header now, the pixels in load()
             if not expected and image.format not in SNIFFED_FORMATS:
                 return FileCheck("other")
             if image.width * image.height > MAX_PIXELS:
                 return FileCheck("bad", reason=f"too large ({image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,})")
             check = FileCheck("image", format=image.format, mode=image.mode, width=image.width, height=image.height)
-            check.convert = conversion_reason(image, _tail(path))
+            check.convert = conversion_reason(image, tail)
             if not check.convert and image.format in ("JPEG", "MPO"):
                 # Still decodes every byte (a truncated file fails), but at 1/8 scale: much faster.
                 image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
             check.sha1 = _sha1(f)
-            if check.convert and converted_dir is not None:
-                _write_converted(image, converted_dir / f"{check.sha1}.png")
+            if check.convert:
+                keep_converted(image, check)
             return check
     except UnidentifiedImageError:
-        if path.suffix.lower() in (".heic", ".heif"):
+        if suffix in (".heic", ".heif"):
             return FileCheck("bad", reason="HEIC photo: install pillow-heif to read it, or convert it to JPEG")
         return FileCheck("bad", reason="not an image (unknown content)") if expected else FileCheck("other")
     except Image.DecompressionBombError:
@@ -192,13 +224,24 @@ def conversion_reason(image, tail: bytes) -> str:
 
 def _write_converted(image, target: Path) -> None:
     """Save `image` as the 8-bit RGB or grey PNG that TF will read instead of the original."""
-    from PIL import ImageOps
-
     if target.exists():  # named by content hash: an identical file was converted already
         return
-    pixels = _to_8bit(ImageOps.exif_transpose(image))
     with atomic_file(target) as tmp:
-        pixels.save(tmp, format="PNG", compress_level=1)
+        _converted_image(image).save(tmp, format="PNG", compress_level=1)
+
+
+def _converted_png(image) -> bytes:
+    """The converted image as PNG bytes, for an image in memory."""
+    buffer = io.BytesIO()
+    _converted_image(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _converted_image(image):
+    """What TensorFlow reads instead of `image`: EXIF orientation applied, 8-bit RGB or grey."""
+    from PIL import ImageOps
+
+    return _to_8bit(ImageOps.exif_transpose(image))
 
 
 def _to_8bit(image):

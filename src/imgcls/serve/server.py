@@ -1,0 +1,89 @@
+"""Run the app on uvicorn: bind, say where, serve until Ctrl-C or SIGTERM, drain, exit 0.
+
+The socket is bound here, before uvicorn starts, so a port in use or an
+address that is not this machine's is a one-line error. uvicorn re-raises a
+caught signal once it has shut down (its process then dies of it); a server
+that drained every request on request has done its job, so imgcls handles
+the signals itself and returns normally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+
+from imgcls.errors import ImgclsError
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DRAIN_SECONDS = 30  # in-flight requests get this long after Ctrl-C / SIGTERM
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == 98:  # EADDRINUSE
+            raise ImgclsError(f"port {port} on {host} is in use (another server?): pick another with --port") from None
+        raise ImgclsError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); give an address of this machine "
+                          "with --host (127.0.0.1 for this machine only)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_ipv6(host: str) -> bool:
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).version == 6
+    return False
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve `app` on a bound socket until Ctrl-C or SIGTERM; in-flight requests are answered first."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def drain(sig, frame):
+                if self.should_exit and sig == signal.SIGINT:
+                    self.force_exit = True  # a second Ctrl-C: stop waiting
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, drain) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    _log_to_stderr()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
+                            lifespan="on", server_header=False)
+    Server(config).run(sockets=[sock])
+
+
+def _log_to_stderr() -> None:
+    """imgcls.serve's own lines (a failed batch, a stop) on stderr, once."""
+    logger = logging.getLogger("imgcls.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -35,6 +35,8 @@ def load_image(path: tf.Tensor, image_size: tuple[int, int], channels: int) -> t
     """Read, decode and resize one image file to uint8 [h, w, channels].
 
     The one preprocessing function: training and `imgcls predict` both use it.
+    Its TensorFlow-free twin, `imgcls.data.lite_image.load_image_lite` (a .tflite
+    model on LiteRT), is held to it pixel for pixel by tests/test_lite.py.
     """
     tf = import_tensorflow()
 
@@ -45,7 +47,9 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int
     """`load_image` after the file is read: encoded bytes to uint8 [h, w, channels].
 
     Separate so an exported SavedModel can take encoded JPEG/PNG bytes and
-    prepare them exactly as training did.
+    prepare them exactly as training did. `imgcls.data.lite_image.decode_image_lite`
+    is its twin without TensorFlow: change one, change the other, and
+    tests/test_lite.py, which holds them together, tells whether they still agree.
     """
     tf = import_tensorflow()
 

@@ -4,13 +4,16 @@ export predicts on LiteRT alone (imgcls[lite]) with the labels of the TensorFlow
 from __future__ import annotations
 
 import io
+import json
 import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image_folder, run_cli, write_config
 from PIL import Image
 
 from imgcls.data.lite_image import decode_image_lite, resize_antialiased
@@ -142,3 +145,82 @@ def test_the_lite_preprocessing_imports_no_tensorflow():
             "print(decode_image_lite(b.getvalue(), (4, 4), 3).shape, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert answer.stdout.strip() == "(4, 4, 3) False False", answer.stderr
+
+
+# --------------------------------------------------------------------------- without TensorFlow installed
+
+WITHOUT_TENSORFLOW = "import sys; sys.modules['tensorflow'] = None; sys.argv = ['imgcls', *sys.argv[1:]]; " \
+                     "from imgcls.cli import main; main()"
+
+
+def imgcls_without_tensorflow(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`imgcls ARGS` in a process where `import tensorflow` fails, as where it is not installed."""
+    return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def assert_says_what_to_install(result: subprocess.CompletedProcess, command: str):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    line = " ".join(result.stderr.split())
+    assert (f"{command} needs TensorFlow, which is not installed here: pip install 'imgcls[tensorflow]' "
+            "(a .tflite model predicts without it: pip install 'imgcls[lite]')") in line
+
+
+def test_predict_with_a_keras_model_without_tensorflow_says_what_to_install(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"PK")  # never opened: TensorFlow is needed before the model
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    Image.new("RGB", (8, 8)).save(tmp_path / "one.png")
+    result = imgcls_without_tensorflow("predict", tmp_path / "one.png", "--model", tmp_path / "model.keras")
+    assert_says_what_to_install(result, "imgcls predict")
+
+
+def test_train_without_tensorflow_says_what_to_install(tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", make_image_folder(tmp_path / "colours", per_class=4))
+    result = imgcls_without_tensorflow("train", config, "--runs-dir", tmp_path / "runs")
+    assert_says_what_to_install(result, "imgcls train")
+
+
+# --------------------------------------------------------------------------- a .tflite export on LiteRT
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run, tmp_path_factory) -> dict[str, Path]:
+    """The shared run exported as .tflite and as .keras (the TensorFlow path's baseline)."""
+    folders = {}
+    for fmt in ("tflite", "keras"):
+        folders[fmt] = tmp_path_factory.mktemp("lite") / fmt
+        result = run_cli("export", trained_run, "--format", fmt, "--out", folders[fmt])
+        assert result.exit_code == 0, result.output
+    return folders
+
+
+MODULES_AFTER = ("import sys, json; sys.argv = ['imgcls', *sys.argv[1:]]; from imgcls.cli import main\n"
+                 "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+                 "print(json.dumps({'exit': code, 'tensorflow': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules}),"
+                 " file=sys.stderr)")
+
+
+def imgcls_process(*args, python: str = sys.executable) -> tuple[list[dict], dict]:
+    """`imgcls ARGS --json` as its own process: (the predictions, which heavy modules it imported and its exit code)."""
+    done = subprocess.run([python, "-c", MODULES_AFTER, *map(str, args), "--json"], capture_output=True, text=True,
+                          cwd=Path(python).parent)  # not the repository: its src/ must not shadow what is installed
+    facts = json.loads(done.stderr.strip().splitlines()[-1])
+    assert facts["exit"] in (0, None), done.stderr
+    return json.loads(done.stdout), facts
+
+
+@pytest.mark.slow
+def test_predict_with_a_tflite_export_imports_neither_tensorflow_nor_keras(exports, tiny_data):
+    _, facts = imgcls_process("predict", tiny_data / "red" / "000.png", "--model", exports["tflite"])
+    assert facts["tensorflow"] is False and facts["keras"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tta", [[], ["--tta"]], ids=["plain", "tta"])
+def test_a_tflite_export_without_tensorflow_gives_the_tensorflow_paths_labels(exports, tiny_data, tta):
+    lite, _ = imgcls_process("predict", tiny_data, "--model", exports["tflite"], *tta)
+    keras, facts = imgcls_process("predict", tiny_data, "--model", exports["keras"], *tta)
+    assert facts["tensorflow"] is True  # the baseline did go through TensorFlow
+    assert [p["label"] for p in lite] == [p["label"] for p in keras] and len(lite) == 36
+    np.testing.assert_allclose([p["confidence"] for p in lite], [p["confidence"] for p in keras], atol=1e-4)

@@ -131,7 +131,7 @@ def predict(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Predict the class of images with a trained run or an exported model (or write a competition's submission)."""
-    from imgcls.infer.classifier import Classifier
+    from imgcls.infer.classifier import Classifier, model_needs_tensorflow
     from imgcls.files import check_writable
     from imgcls.infer.predict import collect_images, predict_images, write_predictions_csv
     from imgcls.infer.submission import Template, write_submission
@@ -157,7 +157,8 @@ def predict(
     if kaggle and skipped:
         raise ImgclsError(f"a submission needs every image, and {len(skipped)} could not be read ({skipped[0]}); "
                           "replace them (a blank image of the same name gets a guess), then predict again")
-    import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
+    if model is None or model_needs_tensorflow(model):  # a .tflite on LiteRT predicts without TensorFlow
+        import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
     classifier = Classifier.from_path(model) if model is not None else Classifier.from_run(run_dir)
     sample = template and Template.read(template, classifier.class_names, id_column, label_column)
     if sample and sample.probability_columns:

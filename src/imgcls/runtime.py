@@ -62,15 +62,29 @@ def import_tensorflow_quietly():
     Importing does not set up devices, so `import_tensorflow(device)` may still
     follow; `imgcls.training` imports this way so its modules can subclass Keras.
     """
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:  # None: an import that failed, or was blocked
         return sys.modules["tensorflow"]
     with quiet_native_stderr():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        try:
+            import tensorflow as tf
+        except ModuleNotFoundError as exc:
+            if exc.name != "tensorflow":  # TensorFlow is there but broken: its own traceback says why
+                raise
+            raise ImgclsError(f"{_command()} needs TensorFlow, which is not installed here: pip install "
+                              "'imgcls[tensorflow]' (a .tflite model predicts without it: pip install 'imgcls[lite]')") from None
 
         tf.config.list_physical_devices("GPU")  # the first device query logs cuInit failures
     tf.get_logger().setLevel("ERROR")  # "Assets written to", retracing notes: noise in a terminal or a notebook
     return tf
+
+
+def _command() -> str:
+    """`imgcls train`, as this process was started, or `imgcls` (the Python API)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if program in ("imgcls", "__main__.py") and len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        return f"imgcls {sys.argv[1]}"
+    return "imgcls"
 
 
 @dataclass

@@ -14,6 +14,7 @@ SavedModel and TFLite files hold graphs, not Python.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class Classifier:
     source: Path
     model: Any = None  # the loaded Keras model, SavedModel or interpreter
     outputs: int | None = None  # the model's output units: one per class, or one sigmoid for two classes
+    needs_tensorflow: bool = True  # False: a .tflite on LiteRT, fed by data.lite_image (imgcls[lite] without TF)
 
     def __post_init__(self):
         expected = {len(self.class_names), 1} if len(self.class_names) == 2 else {len(self.class_names)}
@@ -166,6 +168,25 @@ def _savedmodel_classifier(path: Path, class_names: list[str]) -> Classifier:
     return Classifier(class_names, (height, width), channels, predict_batch, "savedmodel", path, loaded, outputs=units)
 
 
+def model_needs_tensorflow(path: Path | None) -> bool:
+    """Whether predicting with the model `--model` names imports TensorFlow: all but a .tflite where LiteRT is installed.
+
+    Asked before the model is opened, so a TF-free predict never sets TF's devices up.
+    """
+    if path is None or not Path(path).exists():
+        return True
+    return _model_in_export_folder(Path(path)).suffix != ".tflite" or not _litert_installed()
+
+
+def _litert_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ai_edge_litert.interpreter") is not None
+    except (ImportError, ValueError):  # a parent blocked (tests set sys.modules["ai_edge_litert"] = None)
+        return False
+
+
 def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
     try:
         interpreter = _tflite_interpreter()(model_path=str(path))
@@ -185,7 +206,11 @@ def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
         return _dequantize(interpreter.get_tensor(target["index"]), target)
 
     return Classifier(class_names, (height, width), channels, predict_batch, "tflite", path, interpreter,
-                      outputs=int(target["shape"][-1]))
+                      outputs=int(target["shape"][-1]), needs_tensorflow=_is_tensorflows(interpreter))
+
+
+def _is_tensorflows(interpreter) -> bool:
+    return type(interpreter).__module__.startswith("tensorflow")
 
 
 def _image_shape(shape, path: Path) -> tuple[int, int, int]:
@@ -200,6 +225,7 @@ def _image_shape(shape, path: Path) -> tuple[int, int, int]:
 def _tflite_interpreter():
     """The standalone LiteRT interpreter when installed, else TensorFlow's own (deprecated, still shipped)."""
     try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # LiteRT's "Created ... XNNPACK delegate" line: noise
         from ai_edge_litert.interpreter import Interpreter
 
         return Interpreter

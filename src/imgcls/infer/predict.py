@@ -3,7 +3,8 @@
 Files are checked once and, when TensorFlow needs it, converted by the same
 scan as training data (imgcls.data.scan); then they go through
 `imgcls.data.pipeline.load_image` (the training preprocessing, not a copy), in
-batches, with one model load per call. The model is a `Classifier`, so a run's best.keras, a
+batches, with one model load per call; a .tflite model on LiteRT gets the same
+pixels from `imgcls.data.lite_image` (its TF-free twin, pinned to it by tests). The model is a `Classifier`, so a run's best.keras, a
 SavedModel and a TFLite file all take the same path.
 """
 
@@ -16,7 +17,6 @@ from typing import Callable
 import numpy as np
 
 from imgcls.infer.classifier import Classifier, best_model_path, load_keras
-from imgcls.data.pipeline import image_batches, unreadable_image
 from imgcls.data.scan import ScannedFile, scan_files
 from imgcls.errors import ImgclsError
 from imgcls.files import write_csv
@@ -136,11 +136,11 @@ def class_probabilities(classifier: Classifier, readable: list[str], batch_size:
     outputs are averaged over the image and each mirror image (test-time
     augmentation).
     """
-    batches = image_batches(readable, classifier.image_size, classifier.channels, batch_size)
     try:
-        probabilities = np.concatenate([_predict_batch(classifier, batch, flips) for batch in batches])
+        probabilities = np.concatenate([_predict_batch(classifier, batch, flips)
+                                        for batch in _image_batches(classifier, readable, batch_size)])
     except Exception as exc:
-        problem = unreadable_image(exc, readable)
+        problem = _unreadable_image(classifier, exc, readable)
         if problem is None:
             raise
         raise ImgclsError(f"an image could not be read ({problem}); it changed after it was checked: restore it, or "
@@ -150,6 +150,26 @@ def class_probabilities(classifier: Classifier, readable: list[str], batch_size:
         raise ImgclsError(f"{classifier.source}: the model gives NaN or infinite outputs (first for {readable[int(broken.argmax())]}): "
                           "its weights are broken, as when training diverged; train it again with a lower learning rate")
     return probabilities
+
+
+def _image_batches(classifier: Classifier, readable: list[str], batch_size: int):
+    """TF's pipeline, or its NumPy twin (data.lite_image, held to it by tests) for a model that runs without TF."""
+    if classifier.needs_tensorflow:
+        from imgcls.data.pipeline import image_batches
+    else:
+        from imgcls.data.lite_image import image_batches_lite as image_batches
+    return image_batches(readable, classifier.image_size, classifier.channels, batch_size)
+
+
+def _unreadable_image(classifier: Classifier, exc: BaseException, readable: list[str]) -> str | None:
+    if classifier.needs_tensorflow:
+        from imgcls.data.pipeline import unreadable_image
+
+        return unreadable_image(exc, readable)
+    # Pillow's errors and a vanished file are OSErrors, which name the file or are named here.
+    if not isinstance(exc, OSError):
+        return None
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
 
 
 def as_class_probabilities(probs: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from imgcls.data.lite_image import decode_image_lite, resize_antialiased
 
+REPO = Path(__file__).parents[1]
 SIZES = [(61, 83), (500, 375), (7, 300), (224, 224), (3, 2), (1, 1), (333, 47)]  # (h, w): up, down, odd, tiny
 TARGETS = [(32, 32), (224, 224), (37, 53)]
 
@@ -224,3 +225,27 @@ def test_a_tflite_export_without_tensorflow_gives_the_tensorflow_paths_labels(ex
     assert facts["tensorflow"] is True  # the baseline did go through TensorFlow
     assert [p["label"] for p in lite] == [p["label"] for p in keras] and len(lite) == 36
     np.testing.assert_allclose([p["confidence"] for p in lite], [p["confidence"] for p in keras], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_pip_install_imgcls_lite_predicts_in_a_venv_without_tensorflow_or_keras(exports, tiny_data, tmp_path):
+    """A phone-class board, a CI job, a small container: `pip install imgcls[lite]` and a .tflite export are enough."""
+    venv = tmp_path / "lite-venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)  # no --system-site-packages: nothing borrowed
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                "--no-cache-dir", f"{REPO}[lite]"], capture_output=True, text=True, timeout=600)
+    if installed.returncode != 0 and any(words in installed.stderr for words in
+                                         ("Failed to establish a new connection", "Temporary failure in name resolution",
+                                          "Network is unreachable", "No matching distribution found for setuptools")):
+        pytest.skip(f"pip cannot reach the package index: {installed.stderr.strip().splitlines()[-1]}")
+    assert installed.returncode == 0, installed.stderr
+    listed = subprocess.run([python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True)
+    names = {package["name"].lower() for package in json.loads(listed.stdout)}
+    assert {"imgcls", "ai-edge-litert"} <= names
+    assert not names & {"tensorflow", "tensorflow-cpu", "keras", "tf-keras", "tensorboard"}
+
+    lite, facts = imgcls_process("predict", tiny_data, "--model", exports["tflite"], python=python)
+    keras, _ = imgcls_process("predict", tiny_data, "--model", exports["keras"])
+    assert facts["tensorflow"] is False and facts["keras"] is False
+    assert [p["label"] for p in lite] == [p["label"] for p in keras]

@@ -436,6 +436,67 @@ def models():
         out.print(f"    {options}", highlight=False, markup=False)
 
 
+@app.command()
+@user_errors
+def serve(
+    run: Optional[Path] = typer.Argument(None, help="Run folder (default: runs/latest)."),
+    model: Optional[Path] = typer.Option(None, help="Instead of a run: a .keras file, a SavedModel folder, a .tflite file "
+                                                    "or an export folder, with labels.txt beside it."),
+    runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. The default is this machine only; 0.0.0.0 "
+                                               "lets other machines in (there is no authentication)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port (0: any free one, printed at start)."),
+    max_batch: int = typer.Option(32, min=1, max=1024, help="Most images predicted together."),
+    max_wait_ms: float = typer.Option(5.0, min=0, max=1000, help="Longest wait for more requests to batch with the first."),
+    max_upload_mb: float = typer.Option(50, min=0.001, help="Largest request body, in MB (larger: 413)."),
+    name: Optional[str] = typer.Option(None, help="The model's name in /v1/models/<name>:predict (default: the run's "
+                                                  "or the export folder's name)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+):
+    """Serve a run or an exported model over HTTP: a page to try it at /, POST /predict, TF Serving's REST API."""
+    from imgcls.run.layout import resolve_run
+    from imgcls.runtime import parse_device
+    from imgcls.serve import check_installed
+
+    check_installed()
+    if run is not None and model is not None:
+        raise ImgclsError("give a run or --model, not both")
+    chosen_device = parse_device(device)
+    run_dir = None if model is not None else resolve_run(run, runs_dir)
+    from imgcls.serve.server import bind, is_loopback, serve as serve_app
+
+    sock = bind(host, port)  # before the model: a port in use is said at once
+    try:
+        served = _open_served_model(run_dir, model, name, chosen_device)
+        served.warm_up(max_batch)
+        from imgcls.serve.app import create_app
+
+        app_ = create_app(served, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        c = served.classifier
+        err.print(f"serving {served.name} ({c.kind}, {len(c.class_names)} classes, {c.image_size[0]}x{c.image_size[1]}"
+                  f"x{c.channels}) at http://{shown}:{bound_port}/ (ready in {served.warmup_seconds:.1f} s after "
+                  "loading; Ctrl-C to stop)")
+        if not is_loopback(host):
+            err.print(f"[yellow]note:[/] listening on {escape(host)}, not only this machine: other machines can reach "
+                      "this server, and it has no authentication (you chose --host)", markup=True)
+        serve_app(app_, sock)
+    finally:
+        sock.close()
+    err.print("stopped")
+
+
+def _open_served_model(run: Optional[Path], model: Optional[Path], name: Optional[str], device):
+    from imgcls.infer.classifier import model_needs_tensorflow
+    from imgcls.runtime import import_tensorflow
+    from imgcls.serve.model import open_model
+
+    if model is None or model_needs_tensorflow(model):  # a .tflite on LiteRT serves without TensorFlow
+        import_tensorflow(device)  # before any model: the GPUs are set up once per process
+    return open_model(run, model, name)
+
+
 def main() -> None:
     import signal
 

@@ -24,7 +24,9 @@ DRAIN_SECONDS = 30  # in-flight requests get this long after Ctrl-C / SIGTERM
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named: asyncio turns Nagle's algorithm off only on sockets that say TCP, and with it on a keep-alive
+    # client waited 40 ms (a delayed ACK) for every answer, whose headers and body are two writes
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -130,6 +130,25 @@ def test_each_bad_upload_is_a_one_line_4xx_and_the_next_request_is_served(client
     assert client.post("/predict", content=png(250), headers={"content-type": "image/png"}).status_code == 200
 
 
+def test_images_tensorflow_cannot_read_as_sent_are_converted_as_the_scan_converts_files(client_of, tmp_path):
+    """WebP, CMYK JPEG, transparent PNG and an EXIF-rotated photo: each answered, not refused."""
+    from conftest import exif_rotated_jpeg
+
+    def encoded(image: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    light = Image.new("RGB", (16, 16), (240, 240, 240))
+    uploads = {"webp": encoded(light, "WEBP"), "cmyk": encoded(light.convert("CMYK"), "JPEG"),
+               "rgba": encoded(Image.new("RGBA", (16, 16), (0, 0, 0, 0)), "PNG"),  # see-through: white, as in training
+               "exif": exif_rotated_jpeg(tmp_path / "rotated.jpg").read_bytes()}
+    response = client_of().post("/predict", files=[("file", (name, data, "image/*")) for name, data in uploads.items()])
+    assert response.status_code == 200, response.text
+    labels = {p["path"]: p["label"] for p in response.json()["predictions"]}
+    assert labels["webp"] == labels["cmyk"] == labels["rgba"] == "light"
+
+
 def test_a_bad_file_among_good_ones_is_named(client_of):
     response = client_of().post("/predict", files=[("file", ("good.png", png(250), "image/png")),
                                                    ("file", ("notes.txt", b"hello", "text/plain"))])
@@ -149,10 +168,11 @@ def test_an_upload_over_the_limit_is_413_whether_announced_or_streamed(client_of
     assert client.post("/predict", content=png(250), headers={"content-type": "image/png"}).status_code == 200
 
 
-def test_a_model_error_is_a_500_and_the_server_goes_on(client_of, caplog):
+def test_a_model_error_is_a_500_logged_and_the_server_goes_on(client_of, caplog):
     client = client_of(brightness_model(fail_on=128))
     assert_one_line_error(client.post("/predict", content=png(128), headers={"content-type": "image/png"}), 500,
                           "the model failed", "out of memory")
+    assert any("out of memory" in record.getMessage() for record in caplog.records if record.name == "imgcls.serve")
     assert client.post("/predict", content=png(250), headers={"content-type": "image/png"}).json()["predictions"][0]["label"] == "light"
 
 
@@ -285,7 +305,7 @@ class RunningServer:
         self.lines = []
         for line in self.process.stderr:
             self.lines.append(line)
-            found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            found = re.search(r"http://[^:/]+:(\d+)/", line)
             if found:
                 self.url = f"http://127.0.0.1:{found.group(1)}"
                 break
@@ -362,6 +382,8 @@ def test_serve_answers_as_imgcls_predict_does(exported, sample_images, what):
         assert [g[:2] for g in got] == [e[:2] for e in expected]
         assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], abs=0.02)
         assert server.get("/metadata")["kind"] == ("keras" if what == "run" else what)
+        if what == "tflite":  # LiteRT and data.lite_image: TensorFlow is never loaded into the server
+            assert "tensorflow" not in Path(f"/proc/{server.process.pid}/maps").read_text()
         assert server.stop() == 0
 
 
@@ -479,3 +501,11 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_held_by_nagle():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_listening_beyond_this_machine_is_said_at_start(exported):
+    with RunningServer(*exported["tflite"], "--host", "0.0.0.0") as server:
+        assert server.get("/healthz")["status"] == "ready"
+        assert server.stop() == 0
+    said = "".join(server.lines) + server.rest
+    assert "other machines can reach this server" in said and "no authentication" in said

@@ -463,7 +463,7 @@ def serve(
         raise ImgclsError("give a run or --model, not both")
     chosen_device = parse_device(device)
     run_dir = None if model is not None else resolve_run(run, runs_dir)
-    from imgcls.serve.server import bind, is_loopback, serve as serve_app
+    from imgcls.serve.server import bind, serve as serve_app
 
     sock = bind(host, port)  # before the model: a port in use is said at once
     try:
@@ -472,19 +472,24 @@ def serve(
         from imgcls.serve.app import create_app
 
         app_ = create_app(served, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb)
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        c = served.classifier
-        err.print(f"serving {served.name} ({c.kind}, {len(c.class_names)} classes, {c.image_size[0]}x{c.image_size[1]}"
-                  f"x{c.channels}) at http://{shown}:{bound_port}/ (ready in {served.warmup_seconds:.1f} s after "
-                  "loading; Ctrl-C to stop)")
-        if not is_loopback(host):
-            err.print(f"[yellow]note:[/] listening on {escape(host)}, not only this machine: other machines can reach "
-                      "this server, and it has no authentication (you chose --host)", markup=True)
-        serve_app(app_, sock)
+        serve_app(app_, sock, announce=lambda: _announce(served, sock, host))
     finally:
         sock.close()
     err.print("stopped")
+
+
+def _announce(served, sock, host: str) -> None:
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    c = served.classifier
+    err.print(f"serving {served.name} ({c.kind}, {len(c.class_names)} classes, {c.image_size[0]}x{c.image_size[1]}"
+              f"x{c.channels}) at http://{shown}:{bound_port}/ (warmed up in {served.warmup_seconds:.1f} s; "
+              "Ctrl-C to stop)")
+    from imgcls.serve.server import is_loopback
+
+    if not is_loopback(host):
+        err.print(f"[yellow]note:[/] listening on {escape(host)}, not only this machine: other machines can reach "
+                  "this server, and it has no authentication (you chose --host)", markup=True)
 
 
 def _open_served_model(run: Optional[Path], model: Optional[Path], name: Optional[str], device):

@@ -10,6 +10,7 @@ the signals itself and returns normally.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import signal
@@ -23,6 +24,7 @@ DRAIN_SECONDS = 30  # in-flight requests get this long after Ctrl-C / SIGTERM
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads so a port in use is said at once; uvicorn listens on it."""
     family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
     # proto named: asyncio turns Nagle's algorithm off only on sockets that say TCP, and with it on a keep-alive
     # client waited 40 ms (a delayed ACK) for every answer, whose headers and body are two writes
@@ -32,13 +34,15 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        if exc.errno == 98:  # EADDRINUSE
-            raise ImgclsError(f"port {port} on {host} is in use (another server?): pick another with --port") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise _in_use(host, port) from None
         raise ImgclsError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); give an address of this machine "
                           "with --host (127.0.0.1 for this machine only)") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    return sock  # not listening yet: until the model is warm, a client is refused at once rather than left waiting
+
+
+def _in_use(host: str, port: int) -> ImgclsError:
+    return ImgclsError(f"port {port} on {host} is in use (another server?): pick another with --port")
 
 
 def _is_ipv6(host: str) -> bool:
@@ -55,8 +59,11 @@ def is_loopback(host: str) -> bool:
     return False
 
 
-def serve(app, sock: socket.socket) -> None:
-    """Serve `app` on a bound socket until Ctrl-C or SIGTERM; in-flight requests are answered first."""
+def serve(app, sock: socket.socket, announce=lambda: None) -> None:
+    """Serve `app` on a bound socket until Ctrl-C or SIGTERM; in-flight requests are answered first.
+
+    `announce()` prints the start line once the socket listens, so a client that waits for the line is never refused.
+    """
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -74,6 +81,12 @@ def serve(app, sock: socket.socket) -> None:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
+    try:
+        sock.listen(2048)  # two servers that bound one port while loading: the second learns it here
+    except OSError as exc:
+        raise _in_use(*sock.getsockname()[:2]) if exc.errno == errno.EADDRINUSE else ImgclsError(
+            f"cannot listen ({exc.strerror or exc})") from None
+    announce()
     _log_to_stderr()
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
                             lifespan="on", server_header=False)

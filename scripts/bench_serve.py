@@ -2,7 +2,7 @@
 
     python scripts/bench_serve.py --run runs/latest                  # 1, 8 and 32 clients, 30 s each
     python scripts/bench_serve.py --model exports/x/ --seconds 60 --clients 1,8,32
-    python scripts/bench_serve.py --run runs/latest --seconds 2 --clients 1,4 --json   # what the tests run
+    python scripts/bench_serve.py --run runs/latest --seconds 3 --warmup 0.5 --clients 1,4 --json   # the tests
 
 Starts the server on loopback (a process of its own, as a user would), then
 for each number of concurrent clients sends real JPEGs for a bounded time
@@ -46,6 +46,7 @@ def main() -> None:
     source.add_argument("--run", type=Path)
     source.add_argument("--model", type=Path)
     parser.add_argument("--seconds", type=float, default=30, help="per number of clients")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of each load before it is measured")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--bad-every", type=int, default=25, help="one request in this many is a bad upload")
     parser.add_argument("--max-batch", type=int, default=32)
@@ -66,11 +67,12 @@ def main() -> None:
         results["server"] = {"model": meta["model"], "kind": meta["kind"], "input": meta["input"],
                              "rss_after_warmup_mb": server.rss_mb(), "jpeg_side": side}
         for n in clients:
-            results["levels"].append(drive(server, n, args.seconds, good, bad, args.bad_every, label=f"batched, {n} clients"))
+            results["levels"].append(drive(server, n, args.seconds, good, bad, args.bad_every, label=f"batched, {n} clients",
+                                           warmup=args.warmup))
     if not args.no_baseline:
         with Server(target, 1, 0) as server:
             results["levels"].append(drive(server, max(clients), args.seconds, good, bad, args.bad_every,
-                                           label=f"unbatched (--max-batch 1), {max(clients)} clients"))
+                                           label=f"unbatched (--max-batch 1), {max(clients)} clients", warmup=args.warmup))
     results["ratios"] = ratios(results["levels"], clients)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -160,8 +162,13 @@ def bad_uploads(jpeg: bytes) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def drive(server: Server, clients: int, seconds: float, good: list[bytes], bad: dict, bad_every: int, label: str) -> dict:
-    """`clients` threads, each sending one request after another for `seconds`, over keep-alive connections."""
+def drive(server: Server, clients: int, seconds: float, good: list[bytes], bad: dict, bad_every: int, label: str,
+          warmup: float = 0) -> dict:
+    """`clients` threads, each sending one request after another for `seconds`, over keep-alive connections, after
+    `warmup` seconds of the same load that are not counted (RSS then says what this load costs, and what grows)."""
+    if warmup:
+        drive(server, clients, warmup, good, bad, bad_every, label)
+    rss_start = server.rss_mb()
     before = server.get("/healthz")
     latencies: list[float] = []
     answers: dict[str, dict[int, int]] = {}
@@ -217,7 +224,8 @@ def drive(server: Server, clients: int, seconds: float, good: list[bytes], bad: 
         "bad_not_4xx": sum(n for kind, statuses in answers.items() if kind != "good"
                            for status, n in statuses.items() if not 400 <= status < 500),
         "good_not_200": sum(n for status, n in answers.get("good", {}).items() if status != 200),
-        "mean_batch": round(images / batches, 2) if batches else 0.0, "rss_end_mb": round(server.rss_mb(), 1),
+        "mean_batch": round(images / batches, 2) if batches else 0.0, "rss_start_mb": round(rss_start, 1),
+        "rss_end_mb": round(server.rss_mb(), 1),
     }
 
 
@@ -246,11 +254,12 @@ def report(results: dict) -> None:
     s = results["server"]
     print(f"model {s['model']} ({s['kind']}, input {s['input']['height']}x{s['input']['width']}x{s['input']['channels']}), "
           f"JPEGs of {s['jpeg_side']}x{s['jpeg_side']}; server RSS after warm-up {s['rss_after_warmup_mb']:.0f} MB")
-    print(f"{'':44} {'good/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'5xx':>4} {'bad!4xx':>7} {'RSS MB':>7}")
+    print(f"{'':44} {'good/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'5xx':>4} {'bad!4xx':>7} "
+          f"{'RSS MB start -> end':>20}")
     for level in results["levels"]:
         print(f"{level['label']:44} {level['good_per_second']:8.1f} {level['p50_ms']:8.1f} {level['p95_ms']:8.1f} "
               f"{level['p99_ms']:8.1f} {level['mean_batch']:6.1f} {level['server_5xx']:4d} {level['bad_not_4xx']:7d} "
-              f"{level['rss_end_mb']:7.0f}")
+              f"{level['rss_start_mb']:11.0f} -> {level['rss_end_mb']:4.0f}")
     for level in results["levels"]:
         print(f"  {level['label']}: " + "; ".join(f"{kind} {statuses}" for kind, statuses in level["answers"].items()))
     for name, value in results["ratios"].items():

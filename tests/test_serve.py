@@ -299,9 +299,9 @@ def test_serve_a_run_without_runs_is_one_line(cli, tmp_path):
 class RunningServer:
     """`imgcls serve ARGS --port 0` as a process of its own, as a user starts it; the port read from its start line."""
 
-    def __init__(self, *args, cwd=None):
-        self.process = subprocess.Popen([sys.executable, "-m", "imgcls", "serve", *map(str, args), "--port", "0"],
-                                        stderr=subprocess.PIPE, text=True, cwd=cwd)
+    def __init__(self, *args, python=sys.executable):
+        self.process = subprocess.Popen([str(python), "-m", "imgcls", "serve", *map(str, args), "--port", "0"],
+                                        stderr=subprocess.PIPE, text=True)
         self.lines = []
         for line in self.process.stderr:
             self.lines.append(line)
@@ -433,8 +433,8 @@ def test_the_page_shows_where_a_keras_model_looked(exported, sample_images):
 def test_bench_serve_holds_under_load_with_bad_uploads(exported):
     """The load test of scripts/bench_serve.py, bounded: every good upload answered, every bad one a 4xx, no 5xx."""
     script = Path(__file__).parents[1] / "scripts" / "bench_serve.py"
-    result = subprocess.run([sys.executable, script, "--run", exported["run"][0], "--seconds", "3", "--clients", "1,4",
-                             "--bad-every", "3", "--json"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, script, "--run", exported["run"][0], "--seconds", "3", "--warmup", "0.5",
+                             "--clients", "1,4", "--bad-every", "3", "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     for level in report["levels"]:
@@ -509,3 +509,25 @@ def test_listening_beyond_this_machine_is_said_at_start(exported):
         assert server.stop() == 0
     said = "".join(server.lines) + server.rest
     assert "other machines can reach this server" in said and "no authentication" in said
+
+
+def test_a_tflite_is_served_from_an_install_without_tensorflow(exported, sample_images, tmp_path):
+    """A small container: `pip install imgcls[lite,serve]` (no TensorFlow, no Keras) serves a .tflite export."""
+    venv = tmp_path / "serve-venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)  # nothing borrowed from this environment
+    python = venv / "bin" / "python"
+    repo = Path(__file__).parents[1]
+    installed = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                f"{repo}[lite,serve]"], capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr
+    listed = subprocess.run([python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True)
+    assert not {p["name"].lower() for p in json.loads(listed.stdout)} & {"tensorflow", "keras", "tensorboard"}
+    with RunningServer(*exported["run"]) as reference:
+        expected = reference.post("/predict", *multipart(sample_images))[1]["predictions"]
+        reference.stop()
+    with RunningServer(*exported["tflite"], python=python) as server:
+        status, answer = server.post("/predict", *multipart(sample_images))
+        assert status == 200, answer
+        assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in expected]
+        assert server.get("/metadata")["versions"].get("tensorflow") is None
+        assert server.stop() == 0

@@ -39,6 +39,7 @@ class BatchStats:
 class _Request:
     images: np.ndarray
     result: asyncio.Future
+    arrived: float  # the event loop's clock
     done: int = 0  # images of this request already predicted
     outputs: list[np.ndarray] = field(default_factory=list)
 
@@ -75,7 +76,8 @@ class Batcher:
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         """The model's outputs for `images` [n, h, w, c], predicted with whatever else is waiting."""
-        request = _Request(images, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        request = _Request(images, loop.create_future(), loop.time())
         self._waiting.append(request)
         self._queued_images += len(images)
         self._arrived.set()
@@ -84,11 +86,14 @@ class Batcher:
         return await request.result
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._arrived.wait()
-            if self._queued_images < self.max_batch:
+            # The oldest waiting image waits at most max_wait in all: time it spent behind the last batch counts.
+            left = self._waiting[0].arrived + self.max_wait - loop.time()
+            if self._queued_images < self.max_batch and left > 0:
                 try:
-                    await asyncio.wait_for(self._full.wait(), self.max_wait)
+                    await asyncio.wait_for(self._full.wait(), left)
                 except (asyncio.TimeoutError, TimeoutError):
                     pass
             taken = self._take()
@@ -113,9 +118,11 @@ class Batcher:
         return taken
 
     async def _predict(self, taken: list[tuple[_Request, int, int]]) -> None:
-        batch = np.concatenate([request.images[first:end] for request, first, end in taken])
         try:
+            batch = np.concatenate([request.images[first:end] for request, first, end in taken])
             outputs = await self.run_in_model_thread(self.predict_batch, batch)
+            if len(outputs) != len(batch):
+                raise ValueError(f"{len(outputs)} outputs for a batch of {len(batch)} images")
         except Exception as exc:  # the client's request was fine: its answer is a 500, and the next batch goes on
             for request, _, _ in taken:
                 if not request.result.done():

@@ -262,6 +262,11 @@ def report(results: dict) -> None:
               f"{level['rss_start_mb']:11.0f} -> {level['rss_end_mb']:4.0f}")
     for level in results["levels"]:
         print(f"  {level['label']}: " + "; ".join(f"{kind} {statuses}" for kind, statuses in level["answers"].items()))
+    bad = sum(n for level in results["levels"] for kind, statuses in level["answers"].items() if kind != "good"
+              for n in statuses.values())
+    wrong = sum(level["bad_not_4xx"] for level in results["levels"])
+    errors = sum(level["server_5xx"] + level["failed_connections"] for level in results["levels"])
+    print(f"bad uploads: {bad}, of which answered other than 4xx: {wrong}; 5xx and failed connections: {errors}")
     for name, value in results["ratios"].items():
         print(f"{name.replace('_', ' ')}: {value:.2f}x")
 

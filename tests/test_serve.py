@@ -149,6 +149,29 @@ def test_images_tensorflow_cannot_read_as_sent_are_converted_as_the_scan_convert
     assert labels["webp"] == labels["cmyk"] == labels["rgba"] == "light"
 
 
+@pytest.mark.parametrize("top_k", [0, -1, 2.7, True, "three", 1e400, float("-inf")], ids=str)
+def test_a_top_k_that_is_not_a_whole_number_of_at_least_one_is_a_400(client_of, top_k):
+    body = json.dumps({"images": [b64(png(250))], "top_k": top_k}).encode()  # 1e400 and -inf as JSON writes them
+    assert_one_line_error(client_of().post("/predict", content=body, headers={"content-type": "application/json"}),
+                          400, "top_k")
+
+
+def test_more_files_than_one_request_takes_is_the_documented_413(client_of):
+    files = [("file", (f"{i}.png", png(i % 256), "image/png")) for i in range(300)]
+    assert_one_line_error(client_of().post("/predict", files=files), 413, "at most 256")
+
+
+def test_a_utf8_file_name_comes_back_as_sent(client_of):
+    response = client_of().post("/predict", content=png(250),
+                                headers={"content-type": "image/png", "x-filename": "ünï😀.png".encode()})
+    assert response.json()["predictions"][0]["path"] == "ünï😀.png"
+
+
+def test_a_heic_upload_says_what_would_read_it(client_of):
+    response = client_of().post("/predict", files=[("file", ("photo.heic", b"\0\0\0\x18ftypheic junk", "image/heic"))])
+    assert_one_line_error(response, 400, "photo.heic", "HEIC")
+
+
 def test_a_bad_file_among_good_ones_is_named(client_of):
     response = client_of().post("/predict", files=[("file", ("good.png", png(250), "image/png")),
                                                    ("file", ("notes.txt", b"hello", "text/plain"))])
@@ -236,8 +259,16 @@ def test_tf_serving_columnar_inputs_are_answered_as_outputs(client_of):
     assert response.json() == {"outputs": [[1.0, 0.0]]}
 
 
+def test_tf_serving_json_posted_as_curl_d_posts_it_is_taken(client_of):
+    """TF Serving's own examples use `curl -d '{"instances": ...}'`, which says application/x-www-form-urlencoded."""
+    response = client_of().post("/v1/models/brightness:predict", content=json.dumps({"instances": [{"b64": b64(png(250))}]}),
+                                headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and np.argmax(response.json()["predictions"][0]) == 1
+
+
 def test_tf_serving_mistakes_are_one_line_errors(client_of):
     client = client_of()
+    assert_one_line_error(client.post("/v1/models/brightness:predict", json={"instances": [{"x": {"y": 1}}]}), 400, "b64")
     assert_one_line_error(client.post("/v1/models/other:predict", json={"instances": [{"b64": b64(png(1))}]}), 404,
                           "'other'", "'brightness'")
     assert_one_line_error(client.post("/v1/models/brightness:predict", json={"instances": np.zeros((1, 4, 4, 3)).tolist()}),
@@ -287,6 +318,11 @@ def test_serve_on_a_port_in_use_says_so(cli, tmp_path):
 
 def test_serve_a_missing_model_is_one_line(cli, tmp_path):
     assert_user_error(cli("serve", "--model", tmp_path / "nothing.keras", "--port", 0), "nothing.keras", "no such")
+
+
+def test_serve_a_text_file_named_keras_says_it_is_not_a_model(cli, tmp_path):
+    (tmp_path / "model.keras").write_text("not a model")
+    assert_user_error(cli("serve", "--model", tmp_path / "model.keras", "--port", 0), "model.keras", "not a .keras model file")
 
 
 def test_serve_a_run_without_runs_is_one_line(cli, tmp_path):
@@ -415,6 +451,17 @@ def test_a_signal_drains_the_request_in_flight_and_exits_0(exported, sample_imag
         asking.join()
         assert answer["status"] == 200 and answer["body"]["predictions"][0]["label"]
         assert "Traceback" not in server.rest
+
+
+def test_a_second_ctrl_c_stops_at_once_with_130(exported, sample_images):
+    with RunningServer(*exported["run"], "--max-wait-ms", "1000") as server:
+        threading.Thread(target=lambda: server.post("/predict", sample_images[0].read_bytes(), "image/png"),
+                         daemon=True).start()
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        assert server.stop(signal.SIGINT) == 130
+        assert "stopped at once" in server.rest and "Traceback" not in server.rest
 
 
 def test_the_page_shows_where_a_keras_model_looked(exported, sample_images):

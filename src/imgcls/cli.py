@@ -480,6 +480,7 @@ def serve(
 
 def _announce(served, sock, host: str) -> None:
     bound_host, bound_port = sock.getsockname()[:2]
+    bound_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)  # every address: show one that works
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     c = served.classifier
     err.print(f"serving {served.name} ({c.kind}, {len(c.class_names)} classes, {c.image_size[0]}x{c.image_size[1]}"

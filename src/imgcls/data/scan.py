@@ -121,12 +121,12 @@ def _check_image(path: Path, expected: bool, converted_dir: Path | None) -> File
         return _check_stream(f, _tail(path), expected, path.suffix.lower(), keep_converted)
 
 
-def check_bytes(contents: bytes) -> tuple[FileCheck, bytes]:
+def check_bytes(contents: bytes, name: str = "") -> tuple[FileCheck, bytes]:
     """`check_file` for an image in memory (an upload): its FileCheck, and the bytes TensorFlow reads for it
     (the 8-bit PNG it is converted to when TensorFlow would get it wrong; b"" for a bad image).
 
     The same checks as a file's: content, not the name; Pillow's pixel limit
-    (a decompression bomb is refused from its header, before any decoding).
+    (a decompression bomb is refused from its header, before any decoding). `name`: its file name, if it has one.
     """
     if not contents:
         return FileCheck("bad", reason="empty (0 bytes)"), b""
@@ -135,7 +135,7 @@ def check_bytes(contents: bytes) -> tuple[FileCheck, bytes]:
     def keep_converted(image, check: FileCheck) -> None:
         converted.append(_converted_png(image))
 
-    check = _check_stream(io.BytesIO(contents), contents[-64:], True, "", keep_converted)
+    check = _check_stream(io.BytesIO(contents), contents[-64:], True, Path(name).suffix.lower(), keep_converted)
     if check.kind != "image":
         return check, b""
     return check, converted[0] if converted else contents

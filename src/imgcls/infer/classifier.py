@@ -14,7 +14,6 @@ SavedModel and TFLite files hold graphs, not Python.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ class Classifier:
         if path.is_dir() and (path / SAVED_MODEL_PB).is_file():
             return _savedmodel_classifier(path, read_labels(path))
         if path.is_file() and path.suffix == ".keras":
+            _check_keras_file(path)  # a file that is no model at all is said before its missing labels
             return _keras_classifier(path, read_labels(path.parent))
         if path.is_file() and path.suffix == ".tflite":
             return _tflite_classifier(path, read_labels(path.parent))
@@ -125,9 +125,7 @@ def load_keras(path: Path):
 
     from imgcls.models import inference_model
 
-    if not zipfile.is_zipfile(path):
-        raise ImgclsError(f"{path}: not a .keras model file (damaged or cut short: a .keras file is a zip archive); "
-                          "train or export it again")
+    _check_keras_file(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # a damaged or foreign file: say which and why, without a traceback
@@ -136,6 +134,12 @@ def load_keras(path: Path):
                               "imgcls loads models in Keras safe mode only. Use a model without Lambda layers") from None
         raise ImgclsError(f"{path}: cannot load the model ({type(exc).__name__}: {first_line(exc)})") from None
     return inference_model(model)
+
+
+def _check_keras_file(path: Path) -> None:
+    if not zipfile.is_zipfile(path):
+        raise ImgclsError(f"{path}: not a .keras model file (damaged or cut short: a .keras file is a zip archive); "
+                          "train or export it again")
 
 
 def _keras_classifier(path: Path, class_names: list[str]) -> Classifier:
@@ -188,9 +192,12 @@ def _litert_installed() -> bool:
 
 
 def _tflite_classifier(path: Path, class_names: list[str]) -> Classifier:
+    from imgcls.runtime import quiet_native_stderr
+
     try:
-        interpreter = _tflite_interpreter()(model_path=str(path))
-        interpreter.allocate_tensors()  # for the file's own batch size (1); other sizes reallocate below
+        with quiet_native_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." is noise
+            interpreter = _tflite_interpreter()(model_path=str(path))
+            interpreter.allocate_tensors()  # for the file's own batch size (1); other sizes reallocate below
     except Exception as exc:
         raise ImgclsError(f"{path}: cannot load the TFLite model ({type(exc).__name__}: {first_line(exc)})") from None
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -225,7 +232,6 @@ def _image_shape(shape, path: Path) -> tuple[int, int, int]:
 def _tflite_interpreter():
     """The standalone LiteRT interpreter when installed, else TensorFlow's own (deprecated, still shipped)."""
     try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # LiteRT's "Created ... XNNPACK delegate" line: noise
         from ai_edge_litert.interpreter import Interpreter
 
         return Interpreter

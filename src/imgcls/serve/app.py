@@ -16,6 +16,7 @@ failed (logged with its traceback; the next request is served).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -24,7 +25,7 @@ from importlib import resources
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -55,7 +56,8 @@ def create_app(served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.
 
     async def decoded(uploads: list[Upload]) -> np.ndarray:
         if len(uploads) > MAX_IMAGES_PER_REQUEST:
-            raise BadRequest(413, f"{len(uploads)} images in one request; send at most {MAX_IMAGES_PER_REQUEST}")
+            raise BadRequest(413, f"more than {MAX_IMAGES_PER_REQUEST} images in one request; send at most "
+                                  f"{MAX_IMAGES_PER_REQUEST}")
         return await _in_thread(prepare, uploads, served.decode)
 
     async def outputs_of(images: np.ndarray) -> np.ndarray:
@@ -89,7 +91,7 @@ def create_app(served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.
 
     async def tf_serving_predict(request: Request):
         _check_model_name(request, served.name)
-        instances, answer = tf_serving_instances(await _json(request))
+        instances, answer = tf_serving_instances(await _json(request, check_type=False))
         encoded = [item for item in instances if isinstance(item, Upload)]
         if encoded and len(encoded) != len(instances):
             raise BadRequest(400, 'mix of encoded ({"b64": ...}) and pixel-array instances; send one kind per request')
@@ -123,7 +125,8 @@ def create_app(served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.
         Route("/v1/models/{name}/versions/{version}:predict", tf_serving_predict, methods=["POST"]),
         Route("/v1/models/{name}", tf_serving_status, methods=["GET"]),
     ]
-    handlers = {BadRequest: _bad_request, HTTPException: _http_error, ServerError: _server_error, Exception: _unexpected}
+    handlers = {BadRequest: _bad_request, HTTPException: _http_error, ServerError: _server_error,
+                ClientDisconnect: _client_gone, Exception: _unexpected}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     return UploadLimit(app, int(max_upload_mb * 2**20))
 
@@ -137,36 +140,62 @@ async def _uploads(request: Request) -> tuple[list[Upload], int]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     top_k = request.query_params.get("top_k")
     if kind == "multipart/form-data":
-        form = await request.form(max_files=MAX_IMAGES_PER_REQUEST + 1, max_fields=100)
+        form = await _form(request)
         uploads = [Upload(value.filename or key, await value.read()) for key, value in form.multi_items()
                    if not isinstance(value, str)]
+        if not uploads:
+            raise BadRequest(400, "no file in the multipart body (a body cut short, without its closing boundary, "
+                                  "holds none): send each image as a file part")
         top_k = form.get("top_k", top_k)
     elif kind == "application/json":
         body = await _json(request)
         uploads = json_uploads(body)
         top_k = body.get("top_k", top_k)
     elif kind.startswith("image/") or kind == "application/octet-stream":
-        uploads = [Upload(request.headers.get("x-filename", "image"), await request.body())]
+        uploads = [Upload(_header_text(request.headers.get("x-filename", "image")), await request.body())]
     else:
         raise BadRequest(415, f"content type {kind or '(none)'!r} is not accepted: send multipart/form-data files, "
                               "an image/* body, or JSON with base64 images")
     return uploads, _top_k(top_k)
 
 
+async def _form(request: Request):
+    """The multipart form, its parser's complaints as one-line 4xx (too many files: the documented 413)."""
+    try:
+        return await request.form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=100)
+    except HTTPException as exc:
+        if "too many files" in str(exc.detail).lower():
+            raise BadRequest(413, f"more than {MAX_IMAGES_PER_REQUEST} images in one request; send at most "
+                                  f"{MAX_IMAGES_PER_REQUEST}") from None
+        raise BadRequest(400, f"malformed multipart body ({exc.detail})") from None
+
+
+def _header_text(value: str) -> str:
+    """A header as the client wrote it: HTTP headers arrive as Latin-1, clients send UTF-8 file names."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _top_k(value) -> int:
+    """top_k from a query, form field (text) or JSON (a whole number, not 2.7, true or 1e400)."""
     if value is None:
         return 1
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(400, f"top_k: expected a whole number, got {str(value)[:40]!r}") from None
-    if k < 1:
-        raise BadRequest(400, f"top_k: at least 1, got {k}")
-    return k
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(400, f"top_k: expected a whole number, got {str(value)[:40]!r}")
+    if value < 1:
+        raise BadRequest(400, f"top_k: at least 1, got {value}")
+    return value
 
 
-async def _json(request: Request):
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() not in ("application/json", ""):
+async def _json(request: Request, check_type: bool = True):
+    """The body as JSON. TF Serving's own examples post JSON with `curl -d` (form-encoded by name), which TF Serving
+    takes: its endpoint passes check_type=False."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if check_type and kind not in ("application/json", ""):
         raise BadRequest(415, "send JSON with Content-Type: application/json")
     body = await request.body()
     if not body:
@@ -207,6 +236,11 @@ async def _http_error(request: Request, exc: HTTPException):
     return _one_line(exc.status_code, messages.get(exc.status_code, exc.detail))
 
 
+async def _client_gone(request: Request, exc: ClientDisconnect):
+    """The client hung up mid-upload: nobody reads an answer, and it is not the server's fault (no log)."""
+    return _one_line(400, "the client disconnected before the request was complete")
+
+
 async def _server_error(request: Request, exc: ServerError):
     return _one_line(500, str(exc))
 
@@ -243,4 +277,7 @@ class UploadLimit:
                     raise BadRequest(413, self.message)  # answered by the app's handler, as any bad request
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        except asyncio.CancelledError:  # the drain's time ran out (or a second Ctrl-C): say so once, not a traceback
+            log.warning("%s %s: cut off by the shutdown before it was answered", scope.get("method"), scope.get("path"))

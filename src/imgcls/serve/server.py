@@ -4,7 +4,8 @@ The socket is bound here, before uvicorn starts, so a port in use or an
 address that is not this machine's is a one-line error. uvicorn re-raises a
 caught signal once it has shut down (its process then dies of it); a server
 that drained every request on request has done its job, so imgcls handles
-the signals itself and returns normally.
+the signals itself and returns normally. A second Ctrl-C ends the process at
+once (exit code 130).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
@@ -70,8 +72,10 @@ def serve(app, sock: socket.socket, announce=lambda: None) -> None:
         @contextlib.contextmanager
         def capture_signals(self):
             def drain(sig, frame):
-                if self.should_exit and sig == signal.SIGINT:
-                    self.force_exit = True  # a second Ctrl-C: stop waiting
+                if self.should_exit and sig == signal.SIGINT:  # a second Ctrl-C: the user wants out now
+                    sys.stderr.write("stopped at once: requests in flight were dropped\n")
+                    sys.stderr.flush()
+                    os._exit(130)  # not a slower, half-done exit: the model thread may be mid-batch
                 self.should_exit = True
 
             previous = {sig: signal.signal(sig, drain) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -49,7 +49,7 @@ def prepare(uploads: list[Upload], decode: Callable[[bytes], np.ndarray]) -> np.
 
 
 def _decoded(upload: Upload, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
-    check, readable = check_bytes(upload.contents)
+    check, readable = check_bytes(upload.contents, upload.name)
     if check.kind != "image":
         reason = check.reason or "not an image"
         status = 413 if reason.startswith("too large") else 400
@@ -117,6 +117,9 @@ def _instance(item: Any, name: str) -> Upload | np.ndarray:
     if isinstance(item, dict) and "b64" not in item:
         item = _only_value(item, name)
     if isinstance(item, dict):
+        if "b64" not in item:
+            raise BadRequest(400, f'{name}: an object is an encoded image, {{"b64": "<base64>"}}, or one named input '
+                                  "holding an image")
         return base64_upload(item["b64"], name)
     if isinstance(item, str):
         raise BadRequest(400, f'{name}: an encoded image is sent as {{"b64": "<base64>"}}')

@@ -50,7 +50,6 @@ def create_app(served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.
         nonlocal batcher
         batcher = Batcher(served.classifier.predict_batch, max_batch, max_wait_ms)
         batcher.start()
-        app.state.batcher = batcher
         yield
         await batcher.stop()  # after uvicorn has answered every request in flight
 

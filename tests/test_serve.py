@@ -240,6 +240,29 @@ def test_a_request_larger_than_max_batch_is_split_and_kept_in_order(client_of):
     assert client.get("/healthz").json()["largest_batch"] == 3
 
 
+def test_the_model_only_ever_sees_the_few_batch_sizes_warmed_up_at_start(client_of):
+    """Memory holds from the first request: TensorFlow keeps buffers per input shape (docs/benchmarks.md, Serve)."""
+    from imgcls.serve.batcher import batch_sizes
+
+    seen = []
+    model = brightness_model()
+    predict = model.predict_batch
+    model.predict_batch = lambda images: seen.append(len(images)) or predict(images)
+    client = client_of(model, max_batch=16, max_wait_ms=200)
+    warm = list(seen)
+    values = list(range(0, 256, 7))  # 37 images in one request, and 13 single ones at once
+    threads = [threading.Thread(target=lambda v=v: client.post("/predict", content=png(v), headers={"content-type": "image/png"}))
+               for v in values[:13]]
+    for thread in threads:
+        thread.start()
+    answer = client.post("/predict", files=[("file", (f"{v}.png", png(v), "image/png")) for v in values])
+    for thread in threads:
+        thread.join()
+    assert warm == batch_sizes(16) == [1, 2, 4, 8, 16]
+    assert set(seen) <= set(warm) and sum(seen[len(warm):]) == 13 + len(values)
+    assert [p["label"] for p in answer.json()["predictions"]] == ["light" if v > 127 else "dark" for v in values]
+
+
 # --------------------------------------------------------------------------- TF Serving's REST API
 
 

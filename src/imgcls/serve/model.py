@@ -46,10 +46,13 @@ class ServedModel:
         return self.classifier.kind == "keras"
 
     def warm_up(self, max_batch: int) -> None:
-        """One pass of the preprocessing and of each batch size the first requests meet, so they are not slow."""
+        """One pass of the preprocessing and of every batch size the batcher makes, so no request is the first of
+        its size (slow) and the model's memory is all taken before the port opens."""
         started = time.perf_counter()
         self.decode(_blank_png(self.classifier.image_size, self.classifier.channels))
-        for size in sorted({1, max_batch}):
+        from imgcls.serve.batcher import batch_sizes
+
+        for size in batch_sizes(max_batch):
             self.classifier.predict_batch(np.zeros((size, *self.input_shape), np.uint8))
         self.warmup_seconds = time.perf_counter() - started
 

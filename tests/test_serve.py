@@ -440,7 +440,10 @@ def test_serve_answers_as_imgcls_predict_does(exported, sample_images, what):
         got = [(p["path"], p["label"], p["confidence"]) for p in answer["predictions"]]
         assert [g[:2] for g in got] == [e[:2] for e in expected]
         assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], abs=0.02)
-        assert server.get("/metadata")["kind"] == ("keras" if what == "run" else what)
+        meta = server.get("/metadata")
+        assert meta["kind"] == ("keras" if what == "run" else what)
+        # the name in /v1/models/<name>: the run's without its time stamp, or the export folder's
+        assert meta["model"] == ("tiny" if what == "run" else f"export-{what}")
         if what == "tflite":  # LiteRT and data.lite_image: TensorFlow is never loaded into the server
             assert "tensorflow" not in Path(f"/proc/{server.process.pid}/maps").read_text()
         assert server.stop() == 0

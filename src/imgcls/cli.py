@@ -131,12 +131,12 @@ def predict(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ):
     """Predict the class of images with a trained run or an exported model (or write a competition's submission)."""
-    from imgcls.infer.classifier import Classifier, model_needs_tensorflow
+    from imgcls.infer.classifier import Classifier
     from imgcls.files import check_writable
     from imgcls.infer.predict import collect_images, predict_images, write_predictions_csv
     from imgcls.infer.submission import Template, write_submission
     from imgcls.run.layout import resolve_run
-    from imgcls.runtime import import_tensorflow, parse_device
+    from imgcls.runtime import parse_device
 
     if run is not None and model is not None:
         raise ImgclsError("give --run or --model, not both")
@@ -157,8 +157,7 @@ def predict(
     if kaggle and skipped:
         raise ImgclsError(f"a submission needs every image, and {len(skipped)} could not be read ({skipped[0]}); "
                           "replace them (a blank image of the same name gets a guess), then predict again")
-    if model is None or model_needs_tensorflow(model):  # a .tflite on LiteRT predicts without TensorFlow
-        import_tensorflow(chosen_device)  # before any model: the GPUs are set up once per process
+    _set_up_tensorflow_unless_lite(model, chosen_device)
     classifier = Classifier.from_path(model) if model is not None else Classifier.from_run(run_dir)
     sample = template and Template.read(template, classifier.class_names, id_column, label_column)
     if sample and sample.probability_columns:
@@ -467,9 +466,12 @@ def serve(
 
     sock = bind(host, port)  # before the model: a port in use is said at once
     try:
-        served = _open_served_model(run_dir, model, name, chosen_device)
-        served.warm_up(max_batch)
+        _set_up_tensorflow_unless_lite(model, chosen_device)
         from imgcls.serve.app import create_app
+        from imgcls.serve.model import open_model
+
+        served = open_model(run_dir, model, name)
+        served.warm_up(max_batch)
 
         app_ = create_app(served, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb)
         serve_app(app_, sock, announce=lambda: _announce(served, sock, host))
@@ -493,14 +495,14 @@ def _announce(served, sock, host: str) -> None:
                   "this server, and it has no authentication (you chose --host)", markup=True)
 
 
-def _open_served_model(run: Optional[Path], model: Optional[Path], name: Optional[str], device):
+def _set_up_tensorflow_unless_lite(model: Optional[Path], device) -> None:
+    """TensorFlow with its GPUs set up, before any model (once per process), unless `--model` is a .tflite that
+    LiteRT runs: then TensorFlow is never imported (predict, serve)."""
     from imgcls.infer.classifier import model_needs_tensorflow
     from imgcls.runtime import import_tensorflow
-    from imgcls.serve.model import open_model
 
-    if model is None or model_needs_tensorflow(model):  # a .tflite on LiteRT serves without TensorFlow
-        import_tensorflow(device)  # before any model: the GPUs are set up once per process
-    return open_model(run, model, name)
+    if model is None or model_needs_tensorflow(model):
+        import_tensorflow(device)
 
 
 def main() -> None:

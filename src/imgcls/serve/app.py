@@ -278,5 +278,5 @@ class UploadLimit:
 
         try:
             await self.app(scope, limited_receive, send)
-        except asyncio.CancelledError:  # the drain's time ran out (or a second Ctrl-C): say so once, not a traceback
+        except asyncio.CancelledError:  # the drain's 30 s ran out: say so once, not a traceback
             log.warning("%s %s: cut off by the shutdown before it was answered", scope.get("method"), scope.get("path"))

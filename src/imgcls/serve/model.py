@@ -64,7 +64,7 @@ class ServedModel:
             "input": {"height": c.image_size[0], "width": c.image_size[1], "channels": c.channels, "dtype": "uint8",
                       "pixels": "0-255, the model rescales them itself"},
             "outputs": c.outputs, "explain": self.can_explain,
-            "versions": _versions(c.kind),
+            "versions": _versions(c.needs_tensorflow),
         }
 
     def explain(self, image: np.ndarray) -> dict:
@@ -114,14 +114,10 @@ def _blank_png(size: tuple[int, int], channels: int) -> bytes:
     return buffer.getvalue()
 
 
-def _versions(kind: str) -> dict:
-    versions = {"imgcls": _version("imgcls")}
-    if kind == "tflite" and _version("ai-edge-litert"):
-        versions["ai-edge-litert"] = _version("ai-edge-litert")
-    else:
-        versions["tensorflow"] = _version("tensorflow")
-        versions["keras"] = _version("keras")
-    return versions
+def _versions(needs_tensorflow: bool) -> dict:
+    """imgcls and what runs the model: TensorFlow and Keras, or LiteRT alone."""
+    runtimes = ("tensorflow", "keras") if needs_tensorflow else ("ai-edge-litert",)
+    return {package: _version(package) for package in ("imgcls", *runtimes)}
 
 
 def _version(package: str) -> str | None:
@@ -135,8 +131,8 @@ def open_model(run: Path | None, model: Path | None, name: str | None = None) ->
     """The ServedModel of a run folder or of a model file / export folder (TensorFlow set up by the caller)."""
     if model is not None:
         classifier = Classifier.from_path(model)
-        default = (model if model.is_dir() else model.parent).resolve().name if model.suffix in ("", ".keras", ".tflite") else model.stem
-        return ServedModel(classifier, name or _model_name(default), run=None)
+        folder = model if model.is_dir() else model.parent  # an export folder (or a SavedModel) names the model
+        return ServedModel(classifier, name or _model_name(folder.resolve().name), run=None)
     classifier = Classifier.from_run(run)
     # runs/digits-20261207-174034 serves as "digits": a TF Serving client's URL outlives one run
     default = re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", run.resolve().name)

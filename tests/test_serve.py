@@ -8,16 +8,18 @@ user does, on a trained run and on each export, and stops it with a signal.
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import io
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -383,8 +385,26 @@ class RunningServer:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
             return json.loads(response.read())
 
+    @contextlib.contextmanager
+    def half_sent_request(self, path: str, body: bytes, content_type: str):
+        """A request that is inside the app, its body not yet sent: the server has asked for it (100 Continue)."""
+        port = int(self.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                               f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+            assert connection.recv(100).startswith(b"HTTP/1.1 100")
+            yield connection
+
+    def wait_for_line(self, text: str) -> str:
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r}: " + "".join(self.lines))
+
     def stop(self, sig=signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=60)
         finally:
@@ -397,6 +417,12 @@ class RunningServer:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def read_response(connection: socket.socket) -> tuple[int, dict]:
+    response = http.client.HTTPResponse(connection)
+    response.begin()
+    return response.status, json.loads(response.read())
 
 
 def multipart(files: list[Path]) -> tuple[bytes, str]:
@@ -467,26 +493,24 @@ def test_serve_speaks_tf_serving_rest_for_a_savedmodel(exported, sample_images):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_drains_the_request_in_flight_and_exits_0(exported, sample_images, sig):
-    with RunningServer(*exported["run"], "--max-wait-ms", "1000") as server:  # a request waits 1 s for company
-        answer = {}
-        asking = threading.Thread(target=lambda: answer.update(zip(("status", "body"), server.post(
-            "/predict", sample_images[0].read_bytes(), "image/png"))))
-        asking.start()
-        time.sleep(0.4)
-        assert server.stop(sig) == 0
-        asking.join()
-        assert answer["status"] == 200 and answer["body"]["predictions"][0]["label"]
+    with RunningServer(*exported["run"]) as server:
+        body = sample_images[0].read_bytes()
+        with server.half_sent_request("/predict", body, "image/png") as upload:
+            server.process.send_signal(sig)
+            assert "1 request in flight" in server.wait_for_line("stopping")
+            upload.sendall(body)  # the rest of the request, after the signal: still answered
+            status, answer = read_response(upload)
+        assert status == 200 and answer["predictions"][0]["label"]
+        assert server.stop(signal.SIGTERM) == 0  # the first signal's drain ends the process; this one finds it gone
         assert "Traceback" not in server.rest
 
 
 def test_a_second_ctrl_c_stops_at_once_with_130(exported, sample_images):
-    with RunningServer(*exported["run"], "--max-wait-ms", "1000") as server:
-        threading.Thread(target=lambda: server.post("/predict", sample_images[0].read_bytes(), "image/png"),
-                         daemon=True).start()
-        time.sleep(0.3)
-        server.process.send_signal(signal.SIGINT)
-        time.sleep(0.1)
-        assert server.stop(signal.SIGINT) == 130
+    with RunningServer(*exported["run"]) as server:
+        with server.half_sent_request("/predict", sample_images[0].read_bytes(), "image/png"):
+            server.process.send_signal(signal.SIGINT)
+            assert "Ctrl-C again stops at once" in server.wait_for_line("stopping")
+            assert server.stop(signal.SIGINT) == 130
         assert "stopped at once" in server.rest and "Traceback" not in server.rest
 
 

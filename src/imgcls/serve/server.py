@@ -85,6 +85,13 @@ def serve(app, sock: socket.socket, announce=lambda: None) -> None:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
+        async def shutdown(self, sockets=None):
+            in_flight = len(self.server_state.tasks)
+            logging.getLogger("imgcls.serve").info(
+                f"stopping: {_requests(in_flight)} in flight get up to {DRAIN_SECONDS} s to finish; "
+                "Ctrl-C again stops at once" if in_flight else "stopping")
+            await super().shutdown(sockets)
+
     try:
         sock.listen(2048)  # two servers that bound one port while loading: the second learns it here
     except OSError as exc:
@@ -95,6 +102,10 @@ def serve(app, sock: socket.socket, announce=lambda: None) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=DRAIN_SECONDS,
                             lifespan="on", server_header=False)
     Server(config).run(sockets=[sock])
+
+
+def _requests(count: int) -> str:
+    return f"{count} request" + ("" if count == 1 else "s")
 
 
 def _log_to_stderr() -> None:

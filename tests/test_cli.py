@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,6 +292,15 @@ def test_plot_overlays_several_runs(cli, trained_run, tmp_path):
     out = tmp_path / "compare.png"
     assert cli("plot", trained_run, trained_run, "--out", out).exit_code == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_several_runs_keeps_each_runs_own_curves(cli, trained_run, tmp_path):
+    other = shutil.copytree(trained_run, tmp_path / "other-run", symlinks=True)
+    own_curves = (trained_run / "history.png").read_bytes()
+    result = cli("plot", trained_run, other)
+    assert result.exit_code == 0, result.output
+    assert Path(result.stdout.strip()) == trained_run / "compare-with-other-run.png"
+    assert (trained_run / "history.png").read_bytes() == own_curves
 
 
 def test_summary_counts_parameters_without_data(cli, tmp_path):

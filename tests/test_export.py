@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,32 @@ def test_predict_one_image_with_an_exported_model(cli, run, exports, tiny_data, 
     by_model = cli("predict", image, "--model", export_folder(run, fmt, quantize) / MODEL_IN[fmt], "--json")
     assert by_model.exit_code == 0, by_model.output
     assert json.loads(by_model.stdout)[0]["label"] == json.loads(by_run.stdout)[0]["label"]
+
+
+def test_predict_with_a_runs_export_folder_takes_its_only_export_or_names_them(cli, run, exports, tiny_data, tmp_path):
+    image = tiny_data / "green" / "001.png"
+    one = tmp_path / "one" / "export"
+    shutil.copytree(export_folder(run, "tflite", "int8"), one / "tflite-int8")
+    by_folder = cli("predict", image, "--model", one, "--json")
+    assert by_folder.exit_code == 0, by_folder.output
+    assert json.loads(by_folder.stdout)[0]["label"] == json.loads(cli("predict", image, "--run", run, "--json").stdout)[0]["label"]
+    assert_user_error(cli("predict", image, "--model", run / "export"), f"holds {len(EXPORTS)} exports",
+                      "savedmodel, tflite", "give one of them")
+
+
+def test_int8_export_and_a_tflite_predict_on_tensorflow_print_no_native_noise(run, exports, tiny_data, tmp_path):
+    """TensorFlow's C++ lines ("fully_quantize: 0, ...", "Created TensorFlow Lite XNNPACK delegate") are noise."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    out = tmp_path / "int8"
+    export = subprocess.run([sys.executable, "-m", "imgcls", "export", run, "--format", "tflite", "--quantize", "int8",
+                             "--out", out], capture_output=True, text=True, env=env, timeout=600)
+    assert export.returncode == 0 and "fully_quantize" not in export.stderr, export.stderr
+    image = tiny_data / "green" / "001.png"
+    no_litert = "import sys; sys.modules['ai_edge_litert'] = None; from imgcls.cli import main; main()"
+    predict = subprocess.run([sys.executable, "-c", no_litert, "predict", image, "--model", out],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert predict.returncode == 0 and predict.stdout.strip(), predict.stderr
+    assert "XNNPACK" not in predict.stderr and "INFO:" not in predict.stderr, predict.stderr
 
 
 def test_tflite_runs_on_tensorflows_own_interpreter_where_litert_is_not_installed(run, exports, tiny_data, monkeypatch):

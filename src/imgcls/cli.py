@@ -240,18 +240,18 @@ def export(
 @user_errors
 def plot(
     run_dirs: List[Path] = typer.Argument(None, help="Run folders (default: runs/latest); several are overlaid."),
-    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: <first run>/history.png)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: <run>/history.png; several runs: <first run>/compare-with-<others>.png)."),
     runs_dir: Path = typer.Option(Path("runs"), help=RUNS_DIR_HELP),
 ):
     """Plot accuracy, loss and learning rate per epoch of one or more runs, best epoch marked."""
     from imgcls.files import check_writable
     from imgcls.plots import plot_history
-    from imgcls.run.layout import HISTORY_PNG, read_history, resolve_run
+    from imgcls.run.layout import plot_path, read_history, resolve_run
 
     resolved = [resolve_run(r, runs_dir) for r in (run_dirs or [None])]
     for run in resolved:
         read_history(run)  # a run without history fails here with its name
-    target = out_file or resolved[0] / HISTORY_PNG
+    target = out_file or plot_path(resolved)
     check_writable(target, "--out" if out_file else "the plot (choose another file with --out)")
     path = plot_history(resolved, target)
     out.print(str(path), highlight=False)

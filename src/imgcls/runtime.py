@@ -19,6 +19,13 @@ from imgcls.config import RuntimeConfig, check_device
 from imgcls.errors import ImgclsError
 
 
+_log_level_set_here = False  # imgcls set TF_CPP_MIN_LOG_LEVEL itself: that is not the user asking for the noise
+
+
+def _user_wants_native_logs() -> bool:
+    return "TF_CPP_MIN_LOG_LEVEL" in os.environ and not _log_level_set_here
+
+
 @contextmanager
 def quiet_native_stderr():
     """Hide what TensorFlow's C++ start-up writes to stderr ("Could not find cuda drivers", ...).
@@ -26,7 +33,7 @@ def quiet_native_stderr():
     Those lines bypass TF_CPP_MIN_LOG_LEVEL; they are noise on a CPU machine.
     Python exceptions are unaffected. Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or sys.stderr is None:
+    if _user_wants_native_logs() or sys.stderr is None:
         yield
         return
     sys.stderr.flush()
@@ -62,10 +69,13 @@ def import_tensorflow_quietly():
     Importing does not set up devices, so `import_tensorflow(device)` may still
     follow; `imgcls.training` imports this way so its modules can subclass Keras.
     """
+    global _log_level_set_here
     if sys.modules.get("tensorflow") is not None:  # None: an import that failed, or was blocked
         return sys.modules["tensorflow"]
     with quiet_native_stderr():
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+            _log_level_set_here = True
         try:
             import tensorflow as tf
         except ModuleNotFoundError as exc:

@@ -87,7 +87,15 @@ def _model_in_export_folder(path: Path) -> Path:
         except (ValueError, KeyError, TypeError) as exc:
             raise ImgclsError(f"{path / EXPORT_INFO}: damaged ({first_line(exc, 120)}); export again") from None
     models = [p for p in path.iterdir() if p.is_file() and p.suffix in (".keras", ".tflite")]
-    return models[0] if len(models) == 1 else path
+    if len(models) == 1:
+        return models[0]
+    exports = sorted(p for p in path.iterdir() if (p / EXPORT_INFO).is_file())  # a run's export/ folder
+    if len(exports) == 1:
+        return _model_in_export_folder(exports[0])
+    if exports:
+        raise ImgclsError(f"{path} holds {len(exports)} exports ({', '.join(p.name for p in exports)}): "
+                          f"give one of them, e.g. --model {exports[0]}")
+    return path
 
 
 def read_labels(folder: Path) -> list[str]:

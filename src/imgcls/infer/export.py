@@ -36,7 +36,7 @@ from imgcls.run import layout
 from imgcls.infer.classifier import EXPORT_INFO, LABELS, Classifier
 from imgcls.errors import ImgclsError, did_you_mean, first_line
 from imgcls.files import atomic_folder, write_json, write_text
-from imgcls.runtime import import_tensorflow
+from imgcls.runtime import import_tensorflow, quiet_native_stderr
 
 FORMATS = ("savedmodel", "tflite", "keras")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -147,7 +147,8 @@ def _write_tflite(source: Classifier, folder: Path, quantize: str, representativ
         options.update(representative_dataset=representative, inference_input_type=tf.uint8,
                        inference_output_type=tf.uint8)
     try:
-        source.model.export(str(path), format="litert", verbose=False, **options)
+        with quiet_native_stderr():  # the converter's C++ prints "fully_quantize: 0, inference_type: 6, ..."
+            source.model.export(str(path), format="litert", verbose=False, **options)
     except Exception as exc:  # the converter's errors are long MLIR dumps: keep the telling line
         advice = ("try --quantize dynamic or float16 (int8 needs every op in integer form)" if quantize == "int8"
                   else "try --format savedmodel, or a model without that op")

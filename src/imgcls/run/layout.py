@@ -245,6 +245,17 @@ def read_classes(run: Path) -> list[str]:
     return _read(run, CLASSES, parse, "the run did not get far enough to record its classes")
 
 
+def plot_path(runs: list[Path]) -> Path:
+    """Where `imgcls plot` writes unless told: a run's own history.png, or for several runs a comparison
+    beside the first one's curves, never over them (training drew those)."""
+    if len(runs) == 1:
+        return runs[0] / HISTORY_PNG
+    others = "+".join(run.name for run in runs[1:])
+    if len(others) > 150:  # a file name has 255 bytes
+        others = f"{len(runs) - 1}-runs"
+    return runs[0] / f"compare-with-{others}.png"
+
+
 def read_history(run: Path) -> list[dict[str, float]]:
     def parse(text: str) -> list[dict[str, float]]:
         rows = []

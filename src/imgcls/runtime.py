@@ -19,21 +19,14 @@ from imgcls.config import RuntimeConfig, check_device
 from imgcls.errors import ImgclsError
 
 
-_log_level_set_here = False  # imgcls set TF_CPP_MIN_LOG_LEVEL itself: that is not the user asking for the noise
-
-
-def _user_wants_native_logs() -> bool:
-    return "TF_CPP_MIN_LOG_LEVEL" in os.environ and not _log_level_set_here
-
-
 @contextmanager
 def quiet_native_stderr():
     """Hide what TensorFlow's C++ start-up writes to stderr ("Could not find cuda drivers", ...).
 
     Those lines bypass TF_CPP_MIN_LOG_LEVEL; they are noise on a CPU machine.
-    Python exceptions are unaffected. Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
+    Python exceptions are unaffected. TF_CPP_MIN_LOG_LEVEL=0 or 1 (more than imgcls' own 2) shows them.
     """
-    if _user_wants_native_logs() or sys.stderr is None:
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1") or sys.stderr is None:
         yield
         return
     sys.stderr.flush()
@@ -69,13 +62,10 @@ def import_tensorflow_quietly():
     Importing does not set up devices, so `import_tensorflow(device)` may still
     follow; `imgcls.training` imports this way so its modules can subclass Keras.
     """
-    global _log_level_set_here
     if sys.modules.get("tensorflow") is not None:  # None: an import that failed, or was blocked
         return sys.modules["tensorflow"]
     with quiet_native_stderr():
-        if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-            _log_level_set_here = True
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             import tensorflow as tf
         except ModuleNotFoundError as exc:

@@ -55,8 +55,7 @@ def create_app(served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.
 
     async def decoded(uploads: list[Upload]) -> np.ndarray:
         if len(uploads) > MAX_IMAGES_PER_REQUEST:
-            raise BadRequest(413, f"more than {MAX_IMAGES_PER_REQUEST} images in one request; send at most "
-                                  f"{MAX_IMAGES_PER_REQUEST}")
+            raise _too_many_images()
         return await _in_thread(prepare, uploads, served.decode)
 
     async def outputs_of(images: np.ndarray) -> np.ndarray:
@@ -130,6 +129,10 @@ def create_app(served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.
     return UploadLimit(app, int(max_upload_mb * 2**20))
 
 
+def _too_many_images() -> BadRequest:  # a new one each time: a raised instance keeps its traceback's frames
+    return BadRequest(413, f"more than {MAX_IMAGES_PER_REQUEST} images in one request; send at most {MAX_IMAGES_PER_REQUEST}")
+
+
 class ServerError(Exception):
     """A 500 the server explains in one line (and has logged)."""
 
@@ -164,8 +167,7 @@ async def _form(request: Request):
         return await request.form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=100)
     except HTTPException as exc:
         if "too many files" in str(exc.detail).lower():
-            raise BadRequest(413, f"more than {MAX_IMAGES_PER_REQUEST} images in one request; send at most "
-                                  f"{MAX_IMAGES_PER_REQUEST}") from None
+            raise _too_many_images() from None
         raise BadRequest(400, f"malformed multipart body ({exc.detail})") from None
 
 

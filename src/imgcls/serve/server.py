@@ -88,7 +88,7 @@ def serve(app, sock: socket.socket, announce=lambda: None) -> None:
         async def shutdown(self, sockets=None):
             in_flight = len(self.server_state.tasks)
             logging.getLogger("imgcls.serve").info(
-                f"stopping: {_requests(in_flight)} in flight get up to {DRAIN_SECONDS} s to finish; "
+                f"stopping: answering {_requests(in_flight)} in flight first (up to {DRAIN_SECONDS} s); "
                 "Ctrl-C again stops at once" if in_flight else "stopping")
             await super().shutdown(sockets)
 
